@@ -1,0 +1,76 @@
+/* Numeric kernels: weight-type conversion, matrix products, norms, activations, the selective scan,
+ * and the thread pool they run on. Nothing here knows what a model or a layer is. */
+#ifndef BR_KERNELS_H
+#define BR_KERNELS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Weight element types; the numbers are ggml's so a GGUF type maps without a table. */
+typedef enum { BR_W_F32 = 0, BR_W_F16 = 1, BR_W_BF16 = 30 } br_wtype;
+
+size_t br_wtype_size(br_wtype t);
+
+/* --- CPU dispatch: one place chooses SIMD or scalar code, at run time. --- */
+typedef enum { BR_ISA_SCALAR = 0, BR_ISA_AVX2 = 1 } br_isa;
+void br_k_init(void);            /* detects the CPU; idempotent and thread-safe */
+br_isa br_k_isa(void);
+void br_k_set_isa(br_isa isa);   /* tests pin the scalar reference; asking for more than the CPU has is ignored */
+const char *br_k_isa_name(br_isa isa);
+
+/* --- thread pool: the one pool every parallel kernel runs on. --- */
+typedef struct br_pool br_pool;
+typedef void (*br_task_fn)(void *ctx, int task, int n_tasks, int thread);
+int br_pool_init(br_pool **p, int n_threads);  /* 0 on success; n_threads includes the caller */
+void br_pool_free(br_pool *p);
+int br_pool_size(const br_pool *p);
+/* Runs fn(ctx, t, n_tasks, thread) for t in [0, n_tasks) across the pool; returns when all are done.
+ * p may be NULL (runs on the caller). */
+void br_pool_run(br_pool *p, br_task_fn fn, void *ctx, int n_tasks);
+/* Per-thread scratch of at least bytes, kept between calls (grows, never shrinks). NULL on OOM. */
+void *br_pool_scratch(br_pool *p, int thread, size_t bytes);
+
+/* --- conversions --- */
+float br_f16_to_f32(uint16_t h);
+uint16_t br_f32_to_f16(float f);     /* round to nearest even */
+float br_bf16_to_f32(uint16_t h);
+uint16_t br_f32_to_bf16(float f);    /* round to nearest even, NaN kept NaN */
+/* dst[i] = row i of a weight matrix of type t converted to float. */
+void br_k_to_f32(br_wtype t, const void *src, float *dst, size_t n);
+
+/* --- products --- */
+/* y[i][r] = sum_c x[i][c] * W[r][c] for i < n, r < rows; W is row-major, rows x cols, of type wt.
+ * Small n uses per-row dot products; larger n converts tiles of W and calls BLAS sgemm. */
+void br_k_matmul(br_pool *pool, float *y, const float *x, const void *w, br_wtype wt, int n, int rows,
+                 int cols);
+float br_k_dot(br_wtype wt, const void *w, const float *x, int n);
+
+/* --- elementwise and reductions --- */
+void br_k_rmsnorm(float *out, const float *x, const float *w, int n, float eps);
+void br_k_softmax(float *x, int n);
+float br_k_silu(float x);
+float br_k_softplus(float x);
+
+/* --- Mamba pieces --- */
+/* Causal depthwise conv over a chunk: x is T x d (row stride ldx), win holds the last (k-1) inputs
+ * before the chunk (k-1 x d, oldest first) and is updated to the last (k-1) inputs after it.
+ * w is d x k, bias is d. out is T x d, row stride d; out = silu(conv). */
+void br_k_conv_silu(float *out, const float *x, int ldx, float *win, const float *w, const float *bias,
+                    int T, int d, int k);
+/* Selective scan over T steps with state h (d x n, in/out):
+ *   h[c][s] = exp(delta[t][c] * A[c][s]) * h[c][s] + delta[t][c] * B[t][s] * x[t][c]
+ *   y[t][c] = sum_s h[c][s] * C[t][s] + D[c] * x[t][c]
+ * x, delta, y are T x d (row stride d); B and C are T x n with row stride ldbc. Channels are
+ * independent, so the pool splits them. */
+void br_k_ssm_scan(br_pool *pool, float *y, float *h, const float *x, const float *delta, const float *A,
+                   const float *B, const float *C, int ldbc, const float *D, int T, int d, int n);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,280 @@
+/* Scalar reference kernels and the single dispatch point that picks SIMD versions at run time.
+ * The scalar code is the specification: SIMD kernels are tested against it. */
+#include <cblas.h>
+#include <math.h>
+#include <pthread.h>
+#include <string.h>
+
+#include "br_kernels.h"
+#include "simd.h"
+
+static br_isa g_isa = BR_ISA_SCALAR;
+static br_isa g_isa_max = BR_ISA_SCALAR;
+static pthread_once_t g_once = PTHREAD_ONCE_INIT;
+
+static void detect(void) {
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c"))
+        g_isa_max = BR_ISA_AVX2;
+    g_isa = g_isa_max;
+    /* Parallelism comes from our pool; BLAS runs single-threaded inside each task. */
+    openblas_set_num_threads(1);
+}
+
+void br_k_init(void) { pthread_once(&g_once, detect); }
+br_isa br_k_isa(void) { br_k_init(); return g_isa; }
+void br_k_set_isa(br_isa isa) {
+    br_k_init();
+    g_isa = isa <= g_isa_max ? isa : g_isa_max;
+}
+const char *br_k_isa_name(br_isa isa) { return isa == BR_ISA_AVX2 ? "avx2" : "scalar"; }
+
+size_t br_wtype_size(br_wtype t) { return t == BR_W_F32 ? 4 : 2; }
+
+/* --- conversions ------------------------------------------------------------ */
+
+float br_f16_to_f32(uint16_t h) {
+    uint32_t sign = (uint32_t)(h & 0x8000) << 16;
+    uint32_t exp = (h >> 10) & 0x1f, man = h & 0x3ff, bits;
+    if (exp == 0) {
+        if (man == 0) {
+            bits = sign;
+        } else { /* subnormal: renormalise */
+            int e = -1;
+            do { e++; man <<= 1; } while (!(man & 0x400));
+            bits = sign | ((uint32_t)(127 - 15 - e) << 23) | ((man & 0x3ff) << 13);
+        }
+    } else if (exp == 31) {
+        bits = sign | 0x7f800000u | (man << 13);
+    } else {
+        bits = sign | ((exp + 127 - 15) << 23) | (man << 13);
+    }
+    float f;
+    memcpy(&f, &bits, 4);
+    return f;
+}
+
+uint16_t br_f32_to_f16(float f) {
+    uint32_t x;
+    memcpy(&x, &f, 4);
+    uint32_t sign = (x >> 16) & 0x8000;
+    uint32_t ax = x & 0x7fffffffu;
+    if (ax >= 0x7f800000u) return (uint16_t)(sign | 0x7c00 | (ax > 0x7f800000u ? 0x200 : 0));
+    if (ax >= 0x477ff000u) return (uint16_t)(sign | 0x7c00); /* rounds to >= 65520: inf */
+    if (ax < 0x38800000u) { /* below the smallest normal half: subnormal or zero */
+        if (ax < 0x33000000u) return (uint16_t)sign;
+        uint32_t e = ax >> 23, m = (ax & 0x7fffff) | 0x800000;
+        uint32_t shift = 126 - e; /* value = q * 2^-24 with q = m * 2^(e-126) */
+        uint32_t q = m >> shift, rem = m & ((1u << shift) - 1), mid = 1u << (shift - 1);
+        if (rem > mid || (rem == mid && (q & 1))) q++;
+        return (uint16_t)(sign | q);
+    }
+    uint32_t q = ((ax - 0x38000000u) >> 13); /* rebias exponent, drop 13 mantissa bits */
+    uint32_t rem = ax & 0x1fff;
+    if (rem > 0x1000 || (rem == 0x1000 && (q & 1))) q++;
+    return (uint16_t)(sign | q);
+}
+
+float br_bf16_to_f32(uint16_t h) {
+    uint32_t bits = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &bits, 4);
+    return f;
+}
+
+uint16_t br_f32_to_bf16(float f) {
+    uint32_t x;
+    memcpy(&x, &f, 4);
+    if ((x & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((x >> 16) | 0x40);
+    x += 0x7fff + ((x >> 16) & 1);
+    return (uint16_t)(x >> 16);
+}
+
+void br_k_to_f32(br_wtype t, const void *src, float *dst, size_t n) {
+    if (t == BR_W_F32) { memcpy(dst, src, n * 4); return; }
+    if (g_isa == BR_ISA_AVX2) { br_avx2_to_f32(t, src, dst, n); return; }
+    const uint16_t *s = src;
+    if (t == BR_W_F16) for (size_t i = 0; i < n; i++) dst[i] = br_f16_to_f32(s[i]);
+    else for (size_t i = 0; i < n; i++) dst[i] = br_bf16_to_f32(s[i]);
+}
+
+/* --- dot products ------------------------------------------------------------ */
+
+static float dot_scalar(br_wtype wt, const void *w, const float *x, int n) {
+    /* Accumulate in double: this is the reference the SIMD kernels are held to. */
+    double s = 0;
+    if (wt == BR_W_F32) { const float *a = w; for (int i = 0; i < n; i++) s += (double)a[i] * x[i]; }
+    else if (wt == BR_W_F16) { const uint16_t *a = w; for (int i = 0; i < n; i++) s += (double)br_f16_to_f32(a[i]) * x[i]; }
+    else { const uint16_t *a = w; for (int i = 0; i < n; i++) s += (double)br_bf16_to_f32(a[i]) * x[i]; }
+    return (float)s;
+}
+
+float br_k_dot(br_wtype wt, const void *w, const float *x, int n) {
+    if (g_isa == BR_ISA_AVX2) return br_avx2_dot(wt, w, x, n);
+    return dot_scalar(wt, w, x, n);
+}
+
+/* --- matmul ------------------------------------------------------------------- */
+
+typedef struct {
+    float *y;
+    const float *x;
+    const uint8_t *w;
+    br_wtype wt;
+    int n, rows, cols, rows_per_task;
+    br_pool *pool;
+} mm_job;
+
+#define MM_TILE 64       /* rows of W converted at once for the sgemm path */
+#define MM_GEMM_MIN_N 4  /* below this many rows of x, dot products beat converting W */
+
+static void mm_dot_task(void *ctx, int task, int n_tasks, int thread) {
+    (void)n_tasks; (void)thread;
+    mm_job *j = ctx;
+    size_t es = br_wtype_size(j->wt);
+    int r0 = task * j->rows_per_task, r1 = r0 + j->rows_per_task;
+    if (r1 > j->rows) r1 = j->rows;
+    for (int i = 0; i < j->n; i++)
+        for (int r = r0; r < r1; r++)
+            j->y[(size_t)i * j->rows + r] =
+                br_k_dot(j->wt, j->w + (size_t)r * j->cols * es, j->x + (size_t)i * j->cols, j->cols);
+}
+
+static void mm_gemm_task(void *ctx, int task, int n_tasks, int thread) {
+    (void)n_tasks;
+    mm_job *j = ctx;
+    size_t es = br_wtype_size(j->wt);
+    int r0 = task * j->rows_per_task, r1 = r0 + j->rows_per_task;
+    if (r1 > j->rows) r1 = j->rows;
+    for (int t0 = r0; t0 < r1; t0 += MM_TILE) {
+        int tr = r1 - t0 < MM_TILE ? r1 - t0 : MM_TILE;
+        const float *wt;
+        if (j->wt == BR_W_F32) {
+            wt = (const float *)(j->w + (size_t)t0 * j->cols * 4);
+        } else {
+            float *buf = br_pool_scratch(j->pool, thread, (size_t)MM_TILE * j->cols * sizeof(float));
+            if (!buf) { /* no memory for the tile: fall back to dot products for it */
+                for (int i = 0; i < j->n; i++)
+                    for (int r = t0; r < t0 + tr; r++)
+                        j->y[(size_t)i * j->rows + r] =
+                            br_k_dot(j->wt, j->w + (size_t)r * j->cols * es, j->x + (size_t)i * j->cols, j->cols);
+                continue;
+            }
+            br_k_to_f32(j->wt, j->w + (size_t)t0 * j->cols * es, buf, (size_t)tr * j->cols);
+            wt = buf;
+        }
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, j->n, tr, j->cols, 1.0f, j->x, j->cols, wt, j->cols,
+                    0.0f, j->y + t0, j->rows);
+    }
+}
+
+void br_k_matmul(br_pool *pool, float *y, const float *x, const void *w, br_wtype wt, int n, int rows, int cols) {
+    mm_job j = {y, x, w, wt, n, rows, cols, 0, pool};
+    int nt = br_pool_size(pool);
+    /* Several tasks per thread so a slow core does not hold the others up. */
+    int tasks = nt * 4;
+    if (n >= MM_GEMM_MIN_N) {
+        int tiles = (rows + MM_TILE - 1) / MM_TILE;
+        if (tasks > tiles) tasks = tiles;
+        j.rows_per_task = (tiles + tasks - 1) / tasks * MM_TILE;
+        tasks = (rows + j.rows_per_task - 1) / j.rows_per_task;
+        br_pool_run(pool, mm_gemm_task, &j, tasks);
+    } else {
+        if (tasks > rows) tasks = rows;
+        j.rows_per_task = (rows + tasks - 1) / tasks;
+        tasks = (rows + j.rows_per_task - 1) / j.rows_per_task;
+        br_pool_run(pool, mm_dot_task, &j, tasks);
+    }
+}
+
+/* --- elementwise --------------------------------------------------------------- */
+
+void br_k_rmsnorm(float *out, const float *x, const float *w, int n, float eps) {
+    double ss = 0;
+    for (int i = 0; i < n; i++) ss += (double)x[i] * x[i];
+    float scale = (float)(1.0 / sqrt(ss / n + eps));
+    for (int i = 0; i < n; i++) out[i] = w[i] * (x[i] * scale);
+}
+
+void br_k_softmax(float *x, int n) {
+    float m = x[0];
+    for (int i = 1; i < n; i++) if (x[i] > m) m = x[i];
+    double s = 0;
+    for (int i = 0; i < n; i++) { x[i] = expf(x[i] - m); s += x[i]; }
+    float inv = (float)(1.0 / s);
+    for (int i = 0; i < n; i++) x[i] *= inv;
+}
+
+float br_k_silu(float x) { return x / (1.0f + expf(-x)); }
+
+float br_k_softplus(float x) {
+    /* log(1 + e^x) without overflow for large x or loss of precision for very negative x */
+    return x > 20.0f ? x : log1pf(expf(x));
+}
+
+/* --- Mamba pieces ---------------------------------------------------------------- */
+
+void br_k_conv_silu(float *out, const float *x, int ldx, float *win, const float *w, const float *bias, int T,
+                    int d, int k) {
+    for (int t = 0; t < T; t++) {
+        const float *xt = x + (size_t)t * ldx;
+        float *ot = out + (size_t)t * d;
+        for (int c = 0; c < d; c++) {
+            const float *wc = w + (size_t)c * k;
+            float s = bias[c];
+            /* taps 0..k-2 see the window (oldest first), tap k-1 sees the current input */
+            for (int j = 0; j < k - 1; j++) s += wc[j] * win[(size_t)j * d + c];
+            s += wc[k - 1] * xt[c];
+            ot[c] = br_k_silu(s);
+        }
+        /* slide the window by one step */
+        if (k > 1) {
+            memmove(win, win + d, (size_t)(k - 2) * d * sizeof(float));
+            memcpy(win + (size_t)(k - 2) * d, xt, (size_t)d * sizeof(float));
+        }
+    }
+}
+
+typedef struct {
+    float *y, *h;
+    const float *x, *delta, *A, *B, *C, *D;
+    int ldbc, T, d, n, per_task;
+} scan_job;
+
+static void scan_scalar(const scan_job *j, int c0, int c1) {
+    for (int c = c0; c < c1; c++) {
+        float *h = j->h + (size_t)c * j->n;
+        const float *a = j->A + (size_t)c * j->n;
+        for (int t = 0; t < j->T; t++) {
+            float dt = j->delta[(size_t)t * j->d + c], xv = j->x[(size_t)t * j->d + c];
+            const float *b = j->B + (size_t)t * j->ldbc, *cc = j->C + (size_t)t * j->ldbc;
+            float acc = 0;
+            for (int s = 0; s < j->n; s++) {
+                h[s] = expf(dt * a[s]) * h[s] + dt * b[s] * xv;
+                acc += h[s] * cc[s];
+            }
+            j->y[(size_t)t * j->d + c] = acc + j->D[c] * xv;
+        }
+    }
+}
+
+static void scan_task(void *ctx, int task, int n_tasks, int thread) {
+    (void)n_tasks; (void)thread;
+    scan_job *j = ctx;
+    int c0 = task * j->per_task, c1 = c0 + j->per_task;
+    if (c1 > j->d) c1 = j->d;
+    if (g_isa == BR_ISA_AVX2)
+        br_avx2_scan(j->y, j->h, j->x, j->delta, j->A, j->B, j->C, j->ldbc, j->D, j->T, j->d, j->n, c0, c1);
+    else
+        scan_scalar(j, c0, c1);
+}
+
+void br_k_ssm_scan(br_pool *pool, float *y, float *h, const float *x, const float *delta, const float *A,
+                   const float *B, const float *C, int ldbc, const float *D, int T, int d, int n) {
+    scan_job j = {y, h, x, delta, A, B, C, D, ldbc, T, d, n, 0};
+    int tasks = br_pool_size(pool) * 4;
+    if (tasks > d) tasks = d;
+    j.per_task = (d + tasks - 1) / tasks;
+    tasks = (d + j.per_task - 1) / j.per_task;
+    br_pool_run(pool, scan_task, &j, tasks);
+}

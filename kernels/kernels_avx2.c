@@ -1,0 +1,95 @@
+/* AVX2 + FMA + F16C versions of the hot kernels; compiled with those flags and only called after
+ * br_k_init() has seen the CPU support them. */
+#include <immintrin.h>
+#include <math.h>
+#include <string.h>
+
+#include "simd.h"
+
+static inline __m256 load8(br_wtype t, const void *p, int i) {
+    if (t == BR_W_F32) return _mm256_loadu_ps((const float *)p + i);
+    __m128i h = _mm_loadu_si128((const __m128i *)((const uint16_t *)p + i));
+    if (t == BR_W_F16) return _mm256_cvtph_ps(h);
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+}
+
+static inline float tail1(br_wtype t, const void *p, int i) {
+    if (t == BR_W_F32) return ((const float *)p)[i];
+    uint16_t v = ((const uint16_t *)p)[i];
+    return t == BR_W_F16 ? br_f16_to_f32(v) : br_bf16_to_f32(v);
+}
+
+static inline float hsum(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+void br_avx2_to_f32(br_wtype t, const void *src, float *dst, size_t n) {
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(dst + i, load8(t, src, (int)i));
+    for (; i < n; i++) dst[i] = tail1(t, src, (int)i);
+}
+
+float br_avx2_dot(br_wtype wt, const void *w, const float *x, int n) {
+    /* four accumulators hide the FMA latency */
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+    int i = 0;
+    for (; i + 32 <= n; i += 32) {
+        a0 = _mm256_fmadd_ps(load8(wt, w, i), _mm256_loadu_ps(x + i), a0);
+        a1 = _mm256_fmadd_ps(load8(wt, w, i + 8), _mm256_loadu_ps(x + i + 8), a1);
+        a2 = _mm256_fmadd_ps(load8(wt, w, i + 16), _mm256_loadu_ps(x + i + 16), a2);
+        a3 = _mm256_fmadd_ps(load8(wt, w, i + 24), _mm256_loadu_ps(x + i + 24), a3);
+    }
+    for (; i + 8 <= n; i += 8) a0 = _mm256_fmadd_ps(load8(wt, w, i), _mm256_loadu_ps(x + i), a0);
+    float s = hsum(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
+    for (; i < n; i++) s += tail1(wt, w, i) * x[i];
+    return s;
+}
+
+/* e^x for x <= 0 (the scan only needs decays): 2^k * p(r), r in [-ln2/2, ln2/2], relative error ~2e-7. */
+static inline __m256 exp8(__m256 x) {
+    const __m256 lo = _mm256_set1_ps(-87.0f);
+    x = _mm256_max_ps(x, lo);
+    __m256 k = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                               _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 r = _mm256_fnmadd_ps(k, _mm256_set1_ps(0.693359375f), x);
+    r = _mm256_fnmadd_ps(k, _mm256_set1_ps(-2.12194440e-4f), r);
+    __m256 p = _mm256_set1_ps(1.9875691500e-4f);
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
+    __m256 r2 = _mm256_mul_ps(r, r);
+    p = _mm256_fmadd_ps(p, r2, _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
+    __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(k), _mm256_set1_epi32(127)), 23);
+    return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
+}
+
+void br_avx2_scan(float *y, float *h, const float *x, const float *delta, const float *A, const float *B,
+                  const float *C, int ldbc, const float *D, int T, int d, int n, int c0, int c1) {
+    for (int c = c0; c < c1; c++) {
+        float *hc = h + (size_t)c * n;
+        const float *a = A + (size_t)c * n;
+        for (int t = 0; t < T; t++) {
+            float dt = delta[(size_t)t * d + c], xv = x[(size_t)t * d + c];
+            const float *b = B + (size_t)t * ldbc, *cc = C + (size_t)t * ldbc;
+            __m256 vdt = _mm256_set1_ps(dt), vdx = _mm256_set1_ps(dt * xv), acc = _mm256_setzero_ps();
+            int s = 0;
+            for (; s + 8 <= n; s += 8) {
+                __m256 da = exp8(_mm256_mul_ps(vdt, _mm256_loadu_ps(a + s)));
+                __m256 hs = _mm256_fmadd_ps(da, _mm256_loadu_ps(hc + s), _mm256_mul_ps(vdx, _mm256_loadu_ps(b + s)));
+                _mm256_storeu_ps(hc + s, hs);
+                acc = _mm256_fmadd_ps(hs, _mm256_loadu_ps(cc + s), acc);
+            }
+            float r = hsum(acc);
+            for (; s < n; s++) {
+                hc[s] = expf(dt * a[s]) * hc[s] + dt * xv * b[s];
+                r += hc[s] * cc[s];
+            }
+            y[(size_t)t * d + c] = r + D[c] * xv;
+        }
+    }
+}

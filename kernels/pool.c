@@ -1,0 +1,143 @@
+/* The thread pool every parallel kernel shares: persistent workers, one job at a time.
+ * Tasks are handed out through an atomic counter so uneven tasks balance themselves. */
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+
+#include "br_kernels.h"
+
+typedef struct {
+    void *ptr;
+    size_t cap;
+} scratch;
+
+struct br_pool {
+    int n_threads;
+    pthread_t *threads;
+    scratch *scratch;
+    pthread_mutex_t mu;
+    pthread_cond_t start, done;
+    /* the current job */
+    br_task_fn fn;
+    void *ctx;
+    int n_tasks;
+    atomic_int next_task;
+    int running;          /* workers still inside the current job */
+    unsigned generation;  /* bumped per job so sleeping workers know a new one came */
+    int quit;
+};
+
+typedef struct {
+    br_pool *p;
+    int id;
+} worker_arg;
+
+static void run_tasks(br_pool *p, int thread) {
+    for (;;) {
+        int t = atomic_fetch_add(&p->next_task, 1);
+        if (t >= p->n_tasks) break;
+        p->fn(p->ctx, t, p->n_tasks, thread);
+    }
+}
+
+static void *worker(void *arg) {
+    worker_arg wa = *(worker_arg *)arg;
+    free(arg);
+    br_pool *p = wa.p;
+    unsigned seen = 0;
+    pthread_mutex_lock(&p->mu);
+    for (;;) {
+        while (!p->quit && p->generation == seen) pthread_cond_wait(&p->start, &p->mu);
+        if (p->quit) break;
+        seen = p->generation;
+        pthread_mutex_unlock(&p->mu);
+        run_tasks(p, wa.id);
+        pthread_mutex_lock(&p->mu);
+        if (--p->running == 0) pthread_cond_signal(&p->done);
+    }
+    pthread_mutex_unlock(&p->mu);
+    return NULL;
+}
+
+int br_pool_init(br_pool **out, int n_threads) {
+    if (n_threads < 1) n_threads = 1;
+    br_pool *p = calloc(1, sizeof *p);
+    if (!p) return -1;
+    p->n_threads = n_threads;
+    p->threads = calloc((size_t)n_threads, sizeof *p->threads);
+    p->scratch = calloc((size_t)n_threads, sizeof *p->scratch);
+    if (!p->threads || !p->scratch) {
+        free(p->threads);
+        free(p->scratch);
+        free(p);
+        return -1;
+    }
+    pthread_mutex_init(&p->mu, NULL);
+    pthread_cond_init(&p->start, NULL);
+    pthread_cond_init(&p->done, NULL);
+    for (int i = 1; i < n_threads; i++) {
+        worker_arg *wa = malloc(sizeof *wa);
+        if (!wa) { p->n_threads = i; break; }
+        wa->p = p;
+        wa->id = i;
+        if (pthread_create(&p->threads[i], NULL, worker, wa) != 0) {
+            free(wa);
+            p->n_threads = i; /* run with the workers we got */
+            break;
+        }
+    }
+    *out = p;
+    return 0;
+}
+
+void br_pool_free(br_pool *p) {
+    if (!p) return;
+    pthread_mutex_lock(&p->mu);
+    p->quit = 1;
+    pthread_cond_broadcast(&p->start);
+    pthread_mutex_unlock(&p->mu);
+    for (int i = 1; i < p->n_threads; i++) pthread_join(p->threads[i], NULL);
+    for (int i = 0; i < p->n_threads; i++) free(p->scratch[i].ptr);
+    pthread_mutex_destroy(&p->mu);
+    pthread_cond_destroy(&p->start);
+    pthread_cond_destroy(&p->done);
+    free(p->threads);
+    free(p->scratch);
+    free(p);
+}
+
+int br_pool_size(const br_pool *p) { return p ? p->n_threads : 1; }
+
+void br_pool_run(br_pool *p, br_task_fn fn, void *ctx, int n_tasks) {
+    if (n_tasks <= 0) return;
+    if (!p || p->n_threads == 1 || n_tasks == 1) {
+        for (int t = 0; t < n_tasks; t++) fn(ctx, t, n_tasks, 0);
+        return;
+    }
+    pthread_mutex_lock(&p->mu);
+    p->fn = fn;
+    p->ctx = ctx;
+    p->n_tasks = n_tasks;
+    atomic_store(&p->next_task, 0);
+    p->running = p->n_threads - 1;
+    p->generation++;
+    pthread_cond_broadcast(&p->start);
+    pthread_mutex_unlock(&p->mu);
+    run_tasks(p, 0);
+    pthread_mutex_lock(&p->mu);
+    while (p->running > 0) pthread_cond_wait(&p->done, &p->mu);
+    pthread_mutex_unlock(&p->mu);
+}
+
+static scratch fallback; /* for a NULL pool: single-threaded use only */
+
+void *br_pool_scratch(br_pool *p, int thread, size_t bytes) {
+    scratch *s = p ? &p->scratch[thread] : &fallback;
+    if (s->cap < bytes) {
+        void *n = realloc(s->ptr, bytes);
+        if (!n) return NULL;
+        s->ptr = n;
+        s->cap = bytes;
+    }
+    return s->ptr;
+}

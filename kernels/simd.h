@@ -1,0 +1,13 @@
+/* Internal: the SIMD kernel entry points the dispatcher in kernels.c may call.
+ * Each has a scalar twin in kernels.c that tests compare it against. */
+#ifndef BR_SIMD_H
+#define BR_SIMD_H
+
+#include "br_kernels.h"
+
+void br_avx2_to_f32(br_wtype t, const void *src, float *dst, size_t n);
+float br_avx2_dot(br_wtype wt, const void *w, const float *x, int n);
+void br_avx2_scan(float *y, float *h, const float *x, const float *delta, const float *A, const float *B,
+                  const float *C, int ldbc, const float *D, int T, int d, int n, int c0, int c1);
+
+#endif
