@@ -34,6 +34,8 @@ int br_pool_size(const br_pool *p);
 void br_pool_run(br_pool *p, br_task_fn fn, void *ctx, int n_tasks);
 /* Per-thread scratch of at least bytes, kept between calls (grows, never shrinks). NULL on OOM. */
 void *br_pool_scratch(br_pool *p, int thread, size_t bytes);
+/* Total bytes of per-thread scratch held now (for memory accounting). */
+size_t br_pool_scratch_bytes(const br_pool *p);
 
 /* --- conversions --- */
 float br_f16_to_f32(uint16_t h);

@@ -129,6 +129,13 @@ void br_pool_run(br_pool *p, br_task_fn fn, void *ctx, int n_tasks) {
     pthread_mutex_unlock(&p->mu);
 }
 
+size_t br_pool_scratch_bytes(const br_pool *p) {
+    size_t n = 0;
+    if (p)
+        for (int i = 0; i < p->n_threads; i++) n += p->scratch[i].cap;
+    return n;
+}
+
 static scratch fallback; /* for a NULL pool: single-threaded use only */
 
 void *br_pool_scratch(br_pool *p, int thread, size_t bytes) {

@@ -45,9 +45,14 @@ br_ctx_params br_ctx_default_params(void) {
 
 static uint32_t kv_dim(const br_model *m, const br_layer *ly) { return ly->n_head_kv * (m->hp.n_embd / m->hp.n_head); }
 
+/* Scratch is written through once here so that the bytes we account for are resident, as the OS
+ * counts them (calloc of a large block maps zero pages lazily). */
 static void *scratch(br_ctx *c, size_t n_floats) {
-    c->scratch_bytes += n_floats * sizeof(float);
-    return calloc(n_floats ? n_floats : 1, sizeof(float));
+    size_t bytes = (n_floats ? n_floats : 1) * sizeof(float);
+    c->scratch_bytes += bytes;
+    float *p = malloc(bytes);
+    if (p) memset(p, 0, bytes);
+    return p;
 }
 
 br_status br_ctx_init(br_ctx **out, const br_model *m, br_ctx_params p, br_err *err) {
@@ -168,7 +173,7 @@ br_mem br_ctx_mem(const br_ctx *c) {
             r.kv += (uint64_t)c->kv[i].n_blocks * BR_KV_BLOCK * per_tok;
             r.kv_used += (uint64_t)c->n_past * per_tok;
         }
-    r.scratch = c->scratch_bytes;
+    r.scratch = c->scratch_bytes + br_pool_scratch_bytes(c->pool);
     return r;
 }
 
@@ -197,6 +202,9 @@ static br_status kv_reserve(br_ctx *c, int n_tokens, br_err *err) {
                 free(vbk);
                 return br_err_set(err, BR_ENOMEM, "out of memory growing the KV cache to %d tokens", n_tokens);
             }
+            /* touched now, so accounting and RSS agree from the moment a block exists */
+            memset(kbk, 0, blk);
+            memset(vbk, 0, blk);
             kv->k_blocks[kv->n_blocks] = kbk;
             kv->v_blocks[kv->n_blocks] = vbk;
             kv->n_blocks++;

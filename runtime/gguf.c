@@ -224,11 +224,12 @@ static br_status parse(br_gguf *g, br_err *err) {
         return br_err_set(err, BR_EUNSUPPORTED, "unsupported GGUF version %u (2 and 3 are read)", g->version);
     if (rd_u64(&c, &g->n_tensors) || rd_u64(&c, &g->n_kv)) return BR_EFORMAT;
     /* A key needs >= 12 bytes (length + type), a tensor info >= 24: bound the counts by the file. */
-    if (g->n_kv > left(&c) / 12) return br_err_set(err, BR_EFORMAT, "key count %llu exceeds the file size",
-                                                   (unsigned long long)g->n_kv);
+    if (g->n_kv > left(&c) / 12)
+        return br_err_set(err, BR_EFORMAT, "truncated or corrupt file: key count %llu cannot fit in %zu bytes",
+                          (unsigned long long)g->n_kv, left(&c));
     if (g->n_tensors > left(&c) / 24)
-        return br_err_set(err, BR_EFORMAT, "tensor count %llu exceeds the file size",
-                          (unsigned long long)g->n_tensors);
+        return br_err_set(err, BR_EFORMAT, "truncated or corrupt file: tensor count %llu cannot fit in %zu bytes",
+                          (unsigned long long)g->n_tensors, left(&c));
     g->kv = calloc(g->n_kv ? g->n_kv : 1, sizeof *g->kv);
     g->tensors = calloc(g->n_tensors ? g->n_tensors : 1, sizeof *g->tensors);
     if (!g->kv || !g->tensors) return br_err_set(err, BR_ENOMEM, "out of memory reading header");

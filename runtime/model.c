@@ -273,6 +273,12 @@ br_status br_model_from_gguf(br_model *m, br_gguf *g, br_err *err) {
         if (!kvh[i])
             small += (uint64_t)hp->d_inner * (hp->d_conv + hp->d_state + 3) + hp->dt_rank + 2ull * hp->d_state;
     }
+    /* Every small vector comes from a tensor of at least 2 bytes an element, so hyperparameters
+     * that ask for more than the file holds are lies; refuse them before allocating. */
+    if (small > m->file.size / 2) {
+        st = br_err_set(err, BR_EFORMAT, "hyperparameters describe more weights than the file holds");
+        goto fail;
+    }
     m->small = malloc(small * sizeof(float));
     m->layers = calloc(hp->n_layer, sizeof *m->layers);
     L.used = calloc(m->file.n_tensors ? m->file.n_tensors : 1, 1);

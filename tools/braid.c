@@ -15,6 +15,7 @@ static const command commands[] = {
     {"info", cmd_info, "show what a model file holds: architecture, layer plan, sizes"},
     {"generate", cmd_generate, "generate text from a prompt, streaming tokens"},
     {"tokenize", braid_cmd_tokenize, "show the token ids and pieces of a text"},
+    {"memory", cmd_memory, "measure memory against context length (KV cache, SSM state, RSS)"},
     {"synth", cmd_synth, "write a random-weight Jamba model of a given shape"},
 };
 

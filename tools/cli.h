@@ -28,6 +28,7 @@ const char *cli_value(const char *cmd, int argc, char **argv, int *i);
 int cmd_info(int argc, char **argv);
 int cmd_generate(int argc, char **argv);
 int cmd_synth(int argc, char **argv);
+int cmd_memory(int argc, char **argv);
 int braid_cmd_tokenize(int argc, char **argv);
 
 #endif

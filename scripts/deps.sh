@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Installs the Debian packages braid needs to build and test; as root it runs apt-get itself,
+# otherwise it prints the exact apt line to run. Usage: scripts/deps.sh [--tests]
+set -euo pipefail
+
+pkgs=(cmake make gcc g++ pkg-config libopenblas-dev libsentencepiece-dev libuv1-dev)
+if [[ "${1:-}" == "--tests" ]]; then
+  # cmocka for the unit tests; python3-torch for the reference implementation the golden files came from
+  pkgs+=(libcmocka-dev)
+fi
+
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+[[ ${#missing[@]} -eq 0 ]] && exit 0
+
+if [[ $(id -u) -eq 0 ]]; then
+  echo "braid: installing ${missing[*]}" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+else
+  echo "braid: missing Debian packages; run:" >&2
+  echo "  sudo apt-get install -y ${missing[*]}" >&2
+  exit 1
+fi

@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# End-to-end checks of the braid program as a user runs it: good runs work, and every bad
+# input (flag, file, model) gives one clear line on stderr and a non-zero exit, never a crash.
+set -u
+BRAID=$1
+WORK=$(mktemp -d)
+trap 'rm -rf "$WORK"' EXIT
+pass=0 fail=0
+
+ok() { pass=$((pass + 1)); }
+bad() { fail=$((fail + 1)); echo "FAIL: $*"; }
+
+# expect CODE PATTERN -- command...: exit code CODE, stderr one line matching PATTERN
+expect() {
+  local code=$1 pat=$2; shift 3
+  "$@" >"$WORK/out" 2>"$WORK/err" </dev/null
+  local rc=$?
+  local lines
+  lines=$(wc -l <"$WORK/err")
+  if [[ $rc -ne $code ]]; then bad "$* -> exit $rc, wanted $code; stderr: $(head -c 300 "$WORK/err")"; return; fi
+  if [[ -n "$pat" ]] && ! grep -qE -- "$pat" "$WORK/err"; then bad "$* -> stderr lacks /$pat/: $(head -c 300 "$WORK/err")"; return; fi
+  if [[ $code -ne 0 && $lines -ne 1 ]]; then bad "$* -> $lines lines on stderr, wanted 1"; return; fi
+  ok
+}
+
+M=$WORK/tiny.gguf
+expect 0 "wrote" -- "$BRAID" synth "$M" --preset tiny --seed 3
+expect 0 "" -- "$BRAID" info "$M"
+grep -q "plan:            M M M M A M M M M" "$WORK/out" && ok || bad "info plan line: $(cat "$WORK/out")"
+grep -q "kv cache:        256 B per token" "$WORK/out" && ok || bad "info kv line"
+expect 0 "tok/s" -- "$BRAID" generate -m "$M" --tokens 1,2,3 -n 8 --temp 0
+[[ $(wc -w <"$WORK/out") -eq 8 ]] && ok || bad "generate printed $(cat "$WORK/out")"
+greedy1=$(cat "$WORK/out")
+expect 0 "" -- "$BRAID" generate -m "$M" --tokens 1,2,3 -n 8 --temp 0 --threads 1 --batch 1
+[[ "$(cat "$WORK/out")" == "$greedy1" ]] && ok || bad "greedy output depends on threads/batch"
+expect 0 "" -- "$BRAID" generate -m "$M" --tokens 1,2,3 -n 8 --temp 0.9 --seed 5
+s1=$(cat "$WORK/out")
+expect 0 "" -- "$BRAID" generate -m "$M" --tokens 1,2,3 -n 8 --temp 0.9 --seed 5
+[[ "$(cat "$WORK/out")" == "$s1" ]] && ok || bad "same seed, different output"
+
+# usage errors: exit 2
+expect 2 "unknown command" -- "$BRAID" frobnicate
+expect 2 "unknown option '--bogus'" -- "$BRAID" generate -m "$M" --tokens 1 --bogus
+expect 2 "needs a value" -- "$BRAID" generate -m "$M" --tokens
+expect 2 "wants a count" -- "$BRAID" generate -m "$M" --tokens 1 -n 12x
+expect 2 "temperature" -- "$BRAID" generate -m "$M" --tokens 1 --temp -1
+expect 2 "ids like" -- "$BRAID" generate -m "$M" --tokens 1,,2
+expect 2 "exactly one of" -- "$BRAID" generate -m "$M"
+expect 2 "no model" -- "$BRAID" generate --tokens 1
+expect 2 "no model file" -- "$BRAID" info
+expect 2 "unknown preset" -- "$BRAID" synth "$WORK/x.gguf" --preset huge
+expect 2 "multiple of" -- "$BRAID" synth "$WORK/x.gguf" --hidden 30 --heads 4
+expect 2 "letters for" -- "$BRAID" synth "$WORK/x.gguf" --plan MMA
+# runtime errors: exit 1, one line naming the problem
+expect 1 "cannot open .*nope.gguf" -- "$BRAID" info "$WORK/nope.gguf"
+expect 1 "not a regular file" -- "$BRAID" info "$WORK"
+head -c 1000 "$M" >"$WORK/trunc.gguf"
+expect 1 "trunc.gguf: .*truncated" -- "$BRAID" info "$WORK/trunc.gguf"
+printf 'hello world, not a model' >"$WORK/text.gguf"
+expect 1 "not a GGUF file" -- "$BRAID" generate -m "$WORK/text.gguf" --tokens 1
+sed 's/jamba/llama/' "$M" >"$WORK/llama.gguf"
+expect 1 "unsupported architecture 'llama'" -- "$BRAID" info "$WORK/llama.gguf"
+expect 1 "outside the vocabulary" -- "$BRAID" generate -m "$M" --tokens 1,99999
+expect 1 "context limit" -- "$BRAID" generate -m "$M" --tokens 1,2,3 -n 10 --ctx 8
+expect 1 "no tokenizer" -- "$BRAID" generate -m "$M" -p "hello"
+expect 1 "cannot create" -- "$BRAID" synth "$WORK/no/such/dir/x.gguf"
+
+echo "cli: $pass passed, $fail failed"
+[[ $fail -eq 0 ]]

@@ -1,0 +1,274 @@
+/* `braid memory`: real prefills to each context length, the runtime's memory accounting beside the
+ * OS's resident-set figures, and what an all-attention model of the same dimensions would need. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cli.h"
+#include "model.h"
+#include "synth.h"
+
+#define MAX_LENGTHS 64
+
+static void help(void) {
+    printf("usage: braid memory -m MODEL.gguf --ctx 1k,4k,16k [options]\n\n"
+           "Prefills random tokens up to each length (ascending, in one sequence) and reports per length:\n"
+           "KV-cache bytes (attention layers), SSM-state bytes (conv + scan), scratch, weights, the\n"
+           "process's resident and peak resident memory, and, computed, the KV cache and total an\n"
+           "all-attention model with the same heads and dimensions would need.\n\n"
+           "  -m, --model FILE   model (GGUF, jamba)\n"
+           "  --ctx LIST         lengths, e.g. 1k,4k,16k,64k (k = 1024)\n"
+           "  --plan SPEC        what-if: measure a random-weight model of the same shape with this layer\n"
+           "                     plan instead (PERIOD:OFFSET or letters like MMMMAMMMM)\n"
+           "  --csv FILE         also write the table as CSV\n"
+           "  --plot FILE.svg    also draw memory against context (log-log)\n"
+           "  -b, --batch N      prefill chunk (default 256)\n"
+           "  -t, --threads N    threads (default: all cores)\n");
+}
+
+typedef struct {
+    long ctx;
+    br_mem mem;
+    uint64_t rss, peak;     /* measured, bytes */
+    uint64_t attn_kv;       /* computed: every layer attention */
+    double seconds;
+} row;
+
+/* VmRSS and VmHWM from /proc/self/status, in bytes. */
+static void read_rss(uint64_t *rss, uint64_t *peak) {
+    *rss = *peak = 0;
+    FILE *f = fopen("/proc/self/status", "r");
+    if (!f) return;
+    char line[256];
+    unsigned long long kb;
+    while (fgets(line, sizeof line, f)) {
+        if (sscanf(line, "VmRSS: %llu kB", &kb) == 1) *rss = kb * 1024;
+        if (sscanf(line, "VmHWM: %llu kB", &kb) == 1) *peak = kb * 1024;
+    }
+    fclose(f);
+}
+
+static double mib(uint64_t b) { return (double)b / (1024.0 * 1024.0); }
+
+static int cmp_long(const void *a, const void *b) {
+    long x = *(const long *)a, y = *(const long *)b;
+    return (x > y) - (x < y);
+}
+
+/* The same shape with another plan, as a random-weight file in the temp directory. */
+static br_status what_if_model(const br_model *m, const char *plan, char *path, size_t cap, br_err *err) {
+    const br_hparams *hp = &m->hp;
+    br_synth_params p;
+    br_synth_preset(&p, "tiny", err);
+    p.n_vocab = hp->n_vocab; p.n_embd = hp->n_embd; p.n_layer = hp->n_layer; p.n_ff = hp->n_ff;
+    p.n_head = hp->n_head; p.d_state = hp->d_state; p.d_conv = hp->d_conv; p.dt_rank = hp->dt_rank;
+    p.expand = hp->d_inner / hp->n_embd;
+    p.n_head_kv = 0;
+    for (uint32_t i = 0; i < hp->n_layer; i++)
+        if (m->layers[i].n_head_kv) p.n_head_kv = m->layers[i].n_head_kv;
+    if (!p.n_head_kv) p.n_head_kv = hp->n_head;
+    p.tied = m->tied;
+    p.type = m->file_type == BR_DT_F16 || m->file_type == BR_DT_BF16 ? m->file_type : BR_DT_F32;
+    p.name = "braid-memory-what-if";
+    if (hp->d_inner % hp->n_embd)
+        return br_err_set(err, BR_EUNSUPPORTED, "--plan needs d_inner to be a multiple of the embedding length");
+    snprintf(p.plan, sizeof p.plan, "%s", plan);
+    if (br_synth_finalize(&p, err)) return BR_EINVAL;
+    const char *tmp = getenv("TMPDIR");
+    snprintf(path, cap, "%s/braid-what-if-%ld.gguf", tmp && *tmp ? tmp : "/tmp", (long)getpid());
+    return br_synth_write(path, &p, NULL, NULL, err);
+}
+
+static void write_svg(FILE *f, const row *r, int n, const char *title) {
+    const double W = 720, H = 460, L = 80, R = 20, T = 40, B = 60;
+    double xmin = log10((double)r[0].ctx), xmax = log10((double)r[n - 1].ctx);
+    double ymin = 1e300, ymax = 0;
+    for (int i = 0; i < n; i++) {
+        double a = (double)(r[i].mem.weights + r[i].attn_kv + r[i].mem.scratch), h = (double)r[i].peak;
+        double lo = fmin(h, a), hi = fmax(h, a);
+        if (lo > 0 && lo < ymin) ymin = lo;
+        if (hi > ymax) ymax = hi;
+    }
+    ymin = floor(log10(ymin * 0.8));
+    ymax = ceil(log10(ymax * 1.25));
+    if (xmax <= xmin) xmax = xmin + 1;
+    if (ymax <= ymin) ymax = ymin + 1;
+#define X(v) (L + (log10(v) - xmin) / (xmax - xmin) * (W - L - R))
+#define Y(v) (H - B - (log10(v) - ymin) / (ymax - ymin) * (H - T - B))
+    fprintf(f, "<svg xmlns='http://www.w3.org/2000/svg' width='%.0f' height='%.0f' font-family='sans-serif' font-size='12'>\n", W, H);
+    fprintf(f, "<rect width='100%%' height='100%%' fill='white'/>\n<text x='%.0f' y='22' font-size='15'>%s</text>\n", L, title);
+    fprintf(f, "<line x1='%.0f' y1='%.0f' x2='%.0f' y2='%.0f' stroke='black'/>\n", L, H - B, W - R, H - B);
+    fprintf(f, "<line x1='%.0f' y1='%.0f' x2='%.0f' y2='%.0f' stroke='black'/>\n", L, T, L, H - B);
+    for (int e = (int)ymin; e <= (int)ymax; e++) {
+        double v = pow(10, e), y = Y(v);
+        fprintf(f, "<line x1='%.0f' y1='%.1f' x2='%.0f' y2='%.1f' stroke='#ddd'/>\n", L, y, W - R, y);
+        fprintf(f, "<text x='%.0f' y='%.1f' text-anchor='end'>%g MiB</text>\n", L - 6, y + 4, v / 1048576.0);
+    }
+    for (int i = 0; i < n; i++)
+        fprintf(f, "<text x='%.1f' y='%.0f' text-anchor='middle'>%ld</text>\n", X((double)r[i].ctx), H - B + 18, r[i].ctx);
+    fprintf(f, "<text x='%.0f' y='%.0f' text-anchor='middle'>context length (tokens)</text>\n", (L + W - R) / 2, H - 15);
+    const char *colors[2] = {"#c0392b", "#2c7fb8"};
+    const char *names[2] = {"all-attention, computed (weights + KV + scratch)", "this model, measured peak RSS"};
+    for (int s = 0; s < 2; s++) {
+        fprintf(f, "<polyline fill='none' stroke='%s' stroke-width='2' points='", colors[s]);
+        for (int i = 0; i < n; i++) {
+            double v = s ? (double)r[i].peak : (double)(r[i].mem.weights + r[i].attn_kv + r[i].mem.scratch);
+            fprintf(f, "%.1f,%.1f ", X((double)r[i].ctx), Y(v));
+        }
+        fprintf(f, "'/>\n");
+        for (int i = 0; i < n; i++) {
+            double v = s ? (double)r[i].peak : (double)(r[i].mem.weights + r[i].attn_kv + r[i].mem.scratch);
+            fprintf(f, "<circle cx='%.1f' cy='%.1f' r='3' fill='%s'/>\n", X((double)r[i].ctx), Y(v), colors[s]);
+        }
+        fprintf(f, "<rect x='%.0f' y='%.0f' width='14' height='3' fill='%s'/><text x='%.0f' y='%.0f'>%s</text>\n", L + 10,
+                T + 8 + 18.0 * s, colors[s], L + 30, T + 12 + 18.0 * s, names[s]);
+    }
+    fprintf(f, "</svg>\n");
+#undef X
+#undef Y
+}
+
+int cmd_memory(int argc, char **argv) {
+    const char *model_path = NULL, *ctx_list = NULL, *plan = NULL, *csv = NULL, *plot = NULL;
+    long n_batch = 256, n_threads = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v;
+#define VAL() if (!(v = cli_value("memory", argc, argv, &i))) return EXIT_USAGE
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) { help(); return 0; }
+        else if (!strcmp(a, "-m") || !strcmp(a, "--model")) { VAL(); model_path = v; }
+        else if (!strcmp(a, "--ctx")) { VAL(); ctx_list = v; }
+        else if (!strcmp(a, "--plan")) { VAL(); plan = v; }
+        else if (!strcmp(a, "--csv")) { VAL(); csv = v; }
+        else if (!strcmp(a, "--plot")) { VAL(); plot = v; }
+        else if (!strcmp(a, "-b") || !strcmp(a, "--batch")) {
+            VAL();
+            if (!cli_int(v, 1, 1 << 16, &n_batch)) return cli_usage_error("memory", "%s wants a size from 1 to 65536, not '%s'", a, v);
+        } else if (!strcmp(a, "-t") || !strcmp(a, "--threads")) {
+            VAL();
+            if (!cli_int(v, 1, 1024, &n_threads)) return cli_usage_error("memory", "%s wants 1 to 1024, not '%s'", a, v);
+        } else return cli_usage_error("memory", "unknown option '%s'", a);
+#undef VAL
+    }
+    if (!model_path) return cli_usage_error("memory", "no model given (-m MODEL.gguf)");
+    if (!ctx_list) return cli_usage_error("memory", "no lengths given (--ctx 1k,4k,16k)");
+    long lens[MAX_LENGTHS];
+    int n_lens = 0;
+    char buf[1024];
+    snprintf(buf, sizeof buf, "%s", ctx_list);
+    for (char *save = NULL, *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+        if (n_lens == MAX_LENGTHS) return cli_usage_error("memory", "at most %d lengths", MAX_LENGTHS);
+        if (!cli_size(tok, &lens[n_lens]) || lens[n_lens] > (1L << 26))
+            return cli_usage_error("memory", "--ctx wants lengths like 1k,4k,64k, not '%s'", tok);
+        n_lens++;
+    }
+    if (!n_lens) return cli_usage_error("memory", "--ctx wants lengths like 1k,4k,64k");
+    qsort(lens, (size_t)n_lens, sizeof lens[0], cmp_long);
+
+    br_err err = {0};
+    br_model m;
+    if (br_model_load(&m, model_path, &err)) return cli_fail("memory", "%s", err.msg);
+    char what_if[512] = "";
+    if (plan) {
+        br_status st = what_if_model(&m, plan, what_if, sizeof what_if, &err);
+        br_model_free(&m);
+        if (st) {
+            if (what_if[0]) remove(what_if);
+            return cli_fail("memory", "%s", err.msg);
+        }
+        st = br_model_load(&m, what_if, &err);
+        remove(what_if); /* the mapping keeps the data alive */
+        if (st) return cli_fail("memory", "%s", err.msg);
+    }
+    const br_hparams *hp = &m.hp;
+    char plan_str[2 * 4096 + 1];
+    br_model_plan_string(&m, plan_str, sizeof plan_str);
+    /* All-attention: every layer with the attention layers' KV heads (or all heads if there are none). */
+    uint32_t kvh = 0;
+    for (uint32_t i = 0; i < hp->n_layer; i++)
+        if (m.layers[i].n_head_kv) kvh = m.layers[i].n_head_kv;
+    if (!kvh) kvh = hp->n_head;
+    uint64_t attn_per_tok = (uint64_t)hp->n_layer * 2 * kvh * (hp->n_embd / hp->n_head) * sizeof(float);
+
+    br_ctx *ctx = NULL;
+    br_ctx_params cp = br_ctx_default_params();
+    cp.n_ctx = (int)lens[n_lens - 1];
+    cp.n_batch = (int)n_batch;
+    cp.n_threads = (int)n_threads;
+    int32_t *toks = malloc((size_t)n_batch * sizeof *toks);
+    row *rows = calloc((size_t)n_lens, sizeof *rows);
+    int rc = 1;
+    if (!toks || !rows) { cli_fail("memory", "out of memory"); goto done; }
+    if (br_ctx_init(&ctx, &m, cp, &err)) { cli_fail("memory", "%s", err.msg); goto done; }
+
+    uint64_t seed = 12345;
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (int li = 0; li < n_lens; li++) {
+        while (br_ctx_n_past(ctx) < lens[li]) {
+            long k = lens[li] - br_ctx_n_past(ctx);
+            if (k > n_batch) k = n_batch;
+            for (long j = 0; j < k; j++) {
+                seed = seed * 6364136223846793005ull + 1442695040888963407ull;
+                toks[j] = (int32_t)((seed >> 33) % hp->n_vocab);
+            }
+            if (br_ctx_eval(ctx, toks, (int)k, NULL, false, &err)) { cli_fail("memory", "%s", err.msg); goto done; }
+            if (isatty(2))
+                fprintf(stderr, "\rbraid memory: prefilled %d / %ld tokens", br_ctx_n_past(ctx), lens[n_lens - 1]);
+        }
+        clock_gettime(CLOCK_MONOTONIC, &t1);
+        row *r = &rows[li];
+        r->ctx = lens[li];
+        r->mem = br_ctx_mem(ctx);
+        read_rss(&r->rss, &r->peak);
+        r->attn_kv = attn_per_tok * (uint64_t)lens[li];
+        r->seconds = (double)(t1.tv_sec - t0.tv_sec) + (t1.tv_nsec - t0.tv_nsec) * 1e-9;
+    }
+    if (isatty(2)) fprintf(stderr, "\n");
+
+    printf("model: %s%s\nplan:  %s\n", model_path, plan ? " (what-if plan, random weights)" : "", plan_str);
+    printf("all-attention comparison: %u layers x %u KV heads x %u dims, f32 keys and values\n\n", hp->n_layer, kvh,
+           hp->n_embd / hp->n_head);
+    printf("%9s %11s %11s %11s %11s %11s %11s | %12s %12s %9s\n", "context", "kv MiB", "ssm MiB", "scratch MiB",
+           "weights MiB", "rss MiB", "peak MiB", "attn kv MiB", "attn tot MiB", "prefill s");
+    for (int i = 0; i < n_lens; i++) {
+        const row *r = &rows[i];
+        printf("%9ld %11.2f %11.2f %11.2f %11.2f %11.2f %11.2f | %12.2f %12.2f %9.1f\n", r->ctx, mib(r->mem.kv),
+               mib(r->mem.ssm), mib(r->mem.scratch), mib(r->mem.weights), mib(r->rss), mib(r->peak), mib(r->attn_kv),
+               mib(r->mem.weights + r->attn_kv + r->mem.scratch), r->seconds);
+    }
+    if (csv) {
+        FILE *f = fopen(csv, "w");
+        if (!f) { cli_fail("memory", "cannot write %s", csv); goto done; }
+        fprintf(f, "context,kv_bytes,kv_used_bytes,ssm_bytes,scratch_bytes,weight_bytes,rss_bytes,peak_rss_bytes,"
+                   "all_attention_kv_bytes,all_attention_total_bytes,prefill_seconds\n");
+        for (int i = 0; i < n_lens; i++) {
+            const row *r = &rows[i];
+            fprintf(f, "%ld,%llu,%llu,%llu,%llu,%llu,%llu,%llu,%llu,%llu,%.3f\n", r->ctx, (unsigned long long)r->mem.kv,
+                    (unsigned long long)r->mem.kv_used, (unsigned long long)r->mem.ssm,
+                    (unsigned long long)r->mem.scratch, (unsigned long long)r->mem.weights,
+                    (unsigned long long)r->rss, (unsigned long long)r->peak, (unsigned long long)r->attn_kv,
+                    (unsigned long long)(r->mem.weights + r->attn_kv + r->mem.scratch), r->seconds);
+        }
+        if (fclose(f)) { cli_fail("memory", "cannot write %s", csv); goto done; }
+    }
+    if (plot) {
+        if (n_lens < 2) { cli_fail("memory", "--plot needs at least two lengths"); goto done; }
+        FILE *f = fopen(plot, "w");
+        if (!f) { cli_fail("memory", "cannot write %s", plot); goto done; }
+        char title[300];
+        const char *base = strrchr(model_path, '/');
+        snprintf(title, sizeof title, "memory against context: %s", base ? base + 1 : model_path);
+        write_svg(f, rows, n_lens, title);
+        if (fclose(f)) { cli_fail("memory", "cannot write %s", plot); goto done; }
+    }
+    rc = 0;
+done:
+    free(toks);
+    free(rows);
+    br_ctx_free(ctx);
+    br_model_free(&m);
+    return rc;
+}
