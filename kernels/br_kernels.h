@@ -58,6 +58,15 @@ void br_k_softmax(float *x, int n);
 float br_k_silu(float x);
 float br_k_softplus(float x);
 
+/* --- attention --- */
+/* Causal attention of one head for n queries at positions pos0 .. pos0+n-1. Keys and values for
+ * positions 0 .. pos0+n-1 live in blocks of `block` rows (row stride ldkv); this head's columns
+ * start kv_off floats into each row. q is n x hd (row stride ldq), out is n x hd (row stride ldo).
+ * scratch holds br_k_attn_scratch_floats(n, block, hd) floats. */
+size_t br_k_attn_scratch_floats(int n, int block, int hd);
+void br_k_attn_head(float *out, int ldo, const float *q, int ldq, float *const *k_blocks, float *const *v_blocks,
+                    size_t kv_off, int ldkv, int block, int n, int pos0, int hd, float scale, float *scratch);
+
 /* --- Mamba pieces --- */
 /* Causal depthwise conv over a chunk: x is T x d (row stride ldx), win holds the last (k-1) inputs
  * before the chunk (k-1 x d, oldest first) and is updated to the last (k-1) inputs after it.

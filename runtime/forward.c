@@ -27,7 +27,6 @@ struct br_ctx {
     float *dbc;                   /* B x (R + 2S) */
     float *dtn;                   /* B x R */
     float *q, *k, *v, *att;       /* B x E, B x KVmax, B x KVmax, B x E */
-    float *scores;                /* n_threads x n_ctx */
     float *g, *u;                 /* B x F */
     float *route;                 /* B x n_expert */
     int *sel;                     /* B x n_expert_used: chosen experts */
@@ -104,7 +103,13 @@ br_status br_ctx_init(br_ctx **out, const br_model *m, br_ctx_params p, br_err *
     c->k = scratch(c, B * kvmax);
     c->v = scratch(c, B * kvmax);
     c->att = scratch(c, B * E);
-    c->scores = scratch(c, (size_t)p.n_threads * (size_t)p.n_ctx);
+    /* Attention's per-thread scratch is reserved now so the hot path never fails to get it. */
+    for (int t = 0; t < br_pool_size(c->pool); t++) {
+        size_t need = br_k_attn_scratch_floats(p.n_batch, BR_KV_BLOCK, (int)(E / hp->n_head)) * sizeof(float);
+        float *scr = br_pool_scratch(c->pool, t, need);
+        if (!scr) goto oom;
+        memset(scr, 0, need);
+    }
     c->g = scratch(c, B * F);
     c->u = scratch(c, B * F);
     if (any_moe) {
@@ -120,7 +125,7 @@ br_status br_ctx_init(br_ctx **out, const br_model *m, br_ctx_params p, br_err *
         if (!c->route || !c->selw || !c->sel || !c->xe || !c->ge || !c->ue || !c->de || !c->rows_e || !c->wts_e) goto oom;
     }
     if (!c->x || !c->xn || !c->t_out || !c->xz || !c->xc || !c->delta || !c->y || !c->dbc || !c->dtn || !c->q ||
-        !c->k || !c->v || !c->att || !c->scores || !c->g || !c->u)
+        !c->k || !c->v || !c->att || !c->g || !c->u)
         goto oom;
     *out = c;
     return BR_OK;
@@ -144,7 +149,7 @@ void br_ctx_free(br_ctx *c) {
     free(c->ssm);
     free(c->state_block);
     float *bufs[] = {c->x, c->xn, c->t_out, c->xz, c->xc, c->delta, c->y, c->dbc, c->dtn, c->q, c->k, c->v,
-                     c->att, c->scores, c->g, c->u, c->route, c->selw, c->xe, c->ge, c->ue, c->de, c->wts_e};
+                     c->att, c->g, c->u, c->route, c->selw, c->xe, c->ge, c->ue, c->de, c->wts_e};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
     free(c->sel);
     free(c->rows_e);
@@ -230,29 +235,16 @@ typedef struct {
     int n, n_past;
 } attn_job;
 
-/* One (token, head) pair: causal softmax over every position up to the token's own. */
-static void attn_task(void *ctx, int task, int n_tasks, int thread) {
+/* One query head over every chunk token: blockwise causal attention on BLAS. */
+static void attn_task(void *ctx, int h, int n_tasks, int thread) {
     (void)n_tasks;
     attn_job *j = ctx;
     const br_hparams *hp = &j->c->m->hp;
-    int n_head = (int)hp->n_head, hd = (int)(hp->n_embd / hp->n_head);
-    int i = task / n_head, h = task % n_head;
-    int group = n_head / (int)j->ly->n_head_kv, kvh = h / group;
-    uint32_t dim = kv_dim(j->c->m, j->ly);
-    int pos = j->n_past + i;
-    const float *q = j->c->q + (size_t)i * hp->n_embd + (size_t)h * hd;
-    float *sc = j->c->scores + (size_t)thread * j->c->p.n_ctx;
-    float scale = 1.0f / sqrtf((float)hd);
-    for (int t = 0; t <= pos; t++)
-        sc[t] = br_k_dot(BR_W_F32, kv_row(j->kv->k_blocks, t, dim) + (size_t)kvh * hd, q, hd) * scale;
-    br_k_softmax(sc, pos + 1);
-    float *o = j->c->att + (size_t)i * hp->n_embd + (size_t)h * hd;
-    memset(o, 0, (size_t)hd * sizeof(float));
-    for (int t = 0; t <= pos; t++) {
-        const float *vr = kv_row(j->kv->v_blocks, t, dim) + (size_t)kvh * hd;
-        float p = sc[t];
-        for (int d = 0; d < hd; d++) o[d] += p * vr[d];
-    }
+    int hd = (int)(hp->n_embd / hp->n_head), group = (int)(hp->n_head / j->ly->n_head_kv), kvh = h / group;
+    float *scr = br_pool_scratch(j->c->pool, thread, br_k_attn_scratch_floats(j->n, BR_KV_BLOCK, hd) * sizeof(float));
+    br_k_attn_head(j->c->att + (size_t)h * hd, (int)hp->n_embd, j->c->q + (size_t)h * hd, (int)hp->n_embd,
+                   j->kv->k_blocks, j->kv->v_blocks, (size_t)kvh * hd, (int)kv_dim(j->c->m, j->ly), BR_KV_BLOCK, j->n,
+                   j->n_past, hd, 1.0f / sqrtf((float)hd), scr);
 }
 
 static void attention_block(br_ctx *c, const br_layer *ly, br_kv *kv, int n) {
@@ -266,7 +258,7 @@ static void attention_block(br_ctx *c, const br_layer *ly, br_kv *kv, int n) {
         memcpy(kv_row(kv->v_blocks, c->n_past + i, dim), c->v + (size_t)i * dim, dim * sizeof(float));
     }
     attn_job j = {c, ly, kv, n, c->n_past};
-    br_pool_run(c->pool, attn_task, &j, n * (int)hp->n_head);
+    br_pool_run(c->pool, attn_task, &j, (int)hp->n_head);
     matmul(c, c->t_out, c->att, ly->wo, n);
 }
 
