@@ -18,7 +18,8 @@ size_t br_wtype_size(br_wtype t);
 
 /* --- CPU dispatch: one place chooses SIMD or scalar code, at run time. --- */
 typedef enum { BR_ISA_SCALAR = 0, BR_ISA_AVX2 = 1 } br_isa;
-void br_k_init(void);            /* detects the CPU; idempotent and thread-safe */
+void br_k_init(void);            /* detects the CPU; idempotent and thread-safe. Until it is called,
+                                  * every kernel runs the scalar reference. */
 br_isa br_k_isa(void);
 void br_k_set_isa(br_isa isa);   /* tests pin the scalar reference; asking for more than the CPU has is ignored */
 const char *br_k_isa_name(br_isa isa);

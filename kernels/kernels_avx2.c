@@ -48,9 +48,11 @@ float br_avx2_dot(br_wtype wt, const void *w, const float *x, int n) {
     return s;
 }
 
-/* e^x for x <= 0 (the scan only needs decays): 2^k * p(r), r in [-ln2/2, ln2/2], relative error ~2e-7. */
+/* e^x for x <= 0 (the scan only needs decays): 2^k * p(r), r in [-ln2/2, ln2/2], relative error ~2e-7
+ * down to ln(FLT_MIN); below that the true value is subnormal and we return 0 (absolute error < 1.2e-38). */
 static inline __m256 exp8(__m256 x) {
-    const __m256 lo = _mm256_set1_ps(-87.0f);
+    const __m256 lo = _mm256_set1_ps(-87.33654475f);
+    __m256 under = _mm256_cmp_ps(x, lo, _CMP_LT_OQ);
     x = _mm256_max_ps(x, lo);
     __m256 k = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
                                _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
@@ -65,7 +67,7 @@ static inline __m256 exp8(__m256 x) {
     __m256 r2 = _mm256_mul_ps(r, r);
     p = _mm256_fmadd_ps(p, r2, _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
     __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(k), _mm256_set1_epi32(127)), 23);
-    return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
+    return _mm256_andnot_ps(under, _mm256_mul_ps(p, _mm256_castsi256_ps(e)));
 }
 
 void br_avx2_scan(float *y, float *h, const float *x, const float *delta, const float *A, const float *B,

@@ -37,7 +37,7 @@ double br_sampler_uniform(br_sampler *s) { return (double)(splitmix64(&s->rng) >
 
 br_status br_sampler_init(br_sampler **out, br_sampler_params p, int n_vocab, br_err *err) {
     if (n_vocab < 1) return br_err_set(err, BR_EINVAL, "empty vocabulary");
-    if (p.repeat_penalty <= 0) return br_err_set(err, BR_EINVAL, "repeat penalty must be > 0");
+    if (!(p.repeat_penalty > 0)) return br_err_set(err, BR_EINVAL, "repeat penalty must be > 0"); /* NaN too */
     if (p.repeat_last_n < 0) p.repeat_last_n = 0;
     br_sampler *s = calloc(1, sizeof *s);
     if (!s) return br_err_set(err, BR_ENOMEM, "out of memory");
