@@ -604,8 +604,9 @@ br_status br_gguf_w_begin_data(br_gguf_writer *w, br_err *err) {
     memcpy(hdr + 4, &version, 4);
     memcpy(hdr + 8, &w->n_tensors, 8);
     memcpy(hdr + 16, &w->n_kv, 8);
-    if (fwrite(hdr, 1, 24, w->f) != 24 || fwrite(w->meta, 1, w->meta_len, w->f) != w->meta_len ||
-        fwrite(w->info, 1, w->info_len, w->f) != w->info_len)
+    /* empty sections have no buffer at all, and fwrite must not be handed NULL */
+    if (fwrite(hdr, 1, 24, w->f) != 24 || (w->meta_len && fwrite(w->meta, 1, w->meta_len, w->f) != w->meta_len) ||
+        (w->info_len && fwrite(w->info, 1, w->info_len, w->f) != w->info_len))
         return w_io(w, err);
     w->in_data = true;
     return pad_to(w, 24 + w->meta_len + w->info_len, err);

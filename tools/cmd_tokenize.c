@@ -1,0 +1,179 @@
+/* `braid tokenize`: the ids and pieces a tokenizer gives a text, one token per line.
+ * The model is a GGUF with a vocabulary or a SentencePiece tokenizer.model, told apart by the GGUF magic. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "br_tok.h"
+#include "cli.h"
+
+static void help(void) {
+    printf("usage: braid tokenize -m MODEL [--no-bos] (TEXT | -f FILE)\n\n"
+           "Prints one line per token: the id, a tab, and the piece. In pieces, control characters,\n"
+           "bytes that are not UTF-8 and backslashes are written as \\xNN and \\\\.\n\n"
+           "  -m, --model MODEL  a GGUF with a tokenizer.ggml vocabulary, or a SentencePiece tokenizer.model\n"
+           "  -f, --file FILE    tokenize the bytes of FILE ('-' for standard input) instead of TEXT\n"
+           "  --no-bos           do not start with BOS (by default it is added when the vocabulary asks for it)\n");
+}
+
+static char *read_all(FILE *f, size_t *len) {
+    size_t cap = 1 << 16, n = 0, k;
+    char *b = malloc(cap);
+    if (!b) return NULL;
+    while ((k = fread(b + n, 1, cap - n, f)) > 0) {
+        n += k;
+        if (n == cap) {
+            char *nb = cap > (SIZE_MAX >> 2) ? NULL : realloc(b, cap * 2);
+            if (!nb) {
+                free(b);
+                return NULL;
+            }
+            b = nb;
+            cap *= 2;
+        }
+    }
+    if (ferror(f)) {
+        free(b);
+        return NULL;
+    }
+    *len = n;
+    return b;
+}
+
+/* Length of the valid UTF-8 character at s (n bytes left), or 0. */
+static size_t utf8_char(const unsigned char *s, size_t n) {
+    unsigned char c = s[0];
+    size_t k = c < 0x80 ? 1 : c >= 0xc2 && c <= 0xdf ? 2 : c >= 0xe0 && c <= 0xef ? 3 : c >= 0xf0 && c <= 0xf4 ? 4 : 0;
+    if (!k || k > n) return 0;
+    for (size_t i = 1; i < k; i++)
+        if ((s[i] & 0xc0) != 0x80) return 0;
+    if ((c == 0xe0 && s[1] < 0xa0) || (c == 0xed && s[1] > 0x9f) || (c == 0xf0 && s[1] < 0x90) ||
+        (c == 0xf4 && s[1] > 0x8f))
+        return 0;
+    return k;
+}
+
+/* One token per line: a piece holding a newline or a terminal escape must not break that. */
+static void print_piece(const char *piece) {
+    const unsigned char *s = (const unsigned char *)piece;
+    size_t n = strlen(piece);
+    for (size_t i = 0; i < n;) {
+        size_t k = utf8_char(s + i, n - i);
+        if (k == 1 && s[i] == '\\') {
+            fputs("\\\\", stdout);
+        } else if (k == 1 && (s[i] < 0x20 || s[i] == 0x7f)) {
+            printf("\\x%02x", s[i]);
+        } else if (k == 0) {
+            printf("\\x%02x", s[i]);
+            k = 1;
+        } else {
+            fwrite(s + i, 1, k, stdout);
+        }
+        i += k;
+    }
+}
+
+/* A GGUF starts with the bytes "GGUF"; anything else is taken for a tokenizer.model. */
+static int is_gguf(const char *path) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return -1;
+    char magic[4];
+    int yes = fread(magic, 1, 4, f) == 4 && !memcmp(magic, "GGUF", 4);
+    fclose(f);
+    return yes;
+}
+
+int braid_cmd_tokenize(int argc, char **argv) {
+    const char *model = NULL, *file = NULL, *text = NULL;
+    bool bos = true;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+            help();
+            return 0;
+        } else if (!strcmp(a, "-m") || !strcmp(a, "--model")) {
+            if (!(model = cli_value("tokenize", argc, argv, &i))) return EXIT_USAGE;
+        } else if (!strcmp(a, "-f") || !strcmp(a, "--file")) {
+            if (!(file = cli_value("tokenize", argc, argv, &i))) return EXIT_USAGE;
+        } else if (!strcmp(a, "--no-bos")) {
+            bos = false;
+        } else if (!strcmp(a, "--")) {
+            if (i + 2 != argc || text) return cli_usage_error("tokenize", "give the text as one argument (quote it)");
+            text = argv[++i];
+        } else if (a[0] == '-' && a[1]) {
+            return cli_usage_error("tokenize", "unknown option '%s'", a);
+        } else if (text) {
+            return cli_usage_error("tokenize", "give the text as one argument (quote it)");
+        } else {
+            text = a;
+        }
+    }
+    if (!model) return cli_usage_error("tokenize", "no model given (-m MODEL)");
+    if (!text == !file) return cli_usage_error("tokenize", "give either a TEXT argument or -f FILE");
+
+    br_err err = {0};
+    br_tok *tok = NULL;
+    br_gguf g;
+    bool have_g = false;
+    char *buf = NULL;
+    int32_t *ids = NULL;
+    size_t len = 0, n = 0;
+    int rc = 1;
+
+    int kind = is_gguf(model);
+    if (kind < 0) {
+        cli_fail("tokenize", "cannot open %s: %s", model, strerror(errno));
+        goto done;
+    }
+    if (kind) {
+        if (br_gguf_open(&g, model, &err)) {
+            cli_fail("tokenize", "%s", err.msg);
+            goto done;
+        }
+        have_g = true;
+        if (br_tok_load_gguf(&tok, &g, &err)) {
+            cli_fail("tokenize", "%s: %s", model, err.msg);
+            goto done;
+        }
+    } else if (br_tok_load_file(&tok, model, &err)) {
+        cli_fail("tokenize", "%s", err.msg);
+        goto done;
+    }
+
+    if (file) {
+        FILE *f = strcmp(file, "-") ? fopen(file, "rb") : stdin;
+        if (!f) {
+            cli_fail("tokenize", "cannot open %s: %s", file, strerror(errno));
+            goto done;
+        }
+        buf = read_all(f, &len);
+        if (f != stdin) fclose(f);
+        if (!buf) {
+            cli_fail("tokenize", "cannot read %s", file);
+            goto done;
+        }
+    } else {
+        len = strlen(text);
+    }
+    if (br_tok_encode(tok, file ? buf : text, len, bos && br_tok_add_bos(tok), &ids, &n, &err)) {
+        cli_fail("tokenize", "%s", err.msg);
+        goto done;
+    }
+    for (size_t i = 0; i < n; i++) {
+        printf("%d\t", ids[i]);
+        print_piece(br_tok_piece(tok, ids[i]));
+        putchar('\n');
+    }
+    if (fflush(stdout) != 0) {
+        cli_fail("tokenize", "cannot write the output: %s", strerror(errno));
+        goto done;
+    }
+    rc = 0;
+done:
+    free(ids);
+    free(buf);
+    br_tok_free(tok);
+    if (have_g) br_gguf_free(&g);
+    return rc;
+}
