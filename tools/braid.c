@@ -17,6 +17,8 @@ static const command commands[] = {
     {"tokenize", braid_cmd_tokenize, "show the token ids and pieces of a text"},
     {"memory", cmd_memory, "measure memory against context length (KV cache, SSM state, RSS)"},
     {"synth", cmd_synth, "write a random-weight Jamba model of a given shape"},
+    {"convert", cmd_convert, "convert a Hugging Face Jamba checkpoint to GGUF"},
+    {"perplexity", cmd_perplexity, "measure a model's perplexity on a text file"},
 };
 
 static void usage(FILE *f) {

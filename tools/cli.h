@@ -30,5 +30,7 @@ int cmd_generate(int argc, char **argv);
 int cmd_synth(int argc, char **argv);
 int cmd_memory(int argc, char **argv);
 int braid_cmd_tokenize(int argc, char **argv);
+int cmd_convert(int argc, char **argv);
+int cmd_perplexity(int argc, char **argv);
 
 #endif

@@ -1,0 +1,89 @@
+/* `braid convert`: a Hugging Face Jamba checkpoint directory to one GGUF file with its tokenizer.
+ * The work is runtime/convert.c's; this file adds the tokenizer, the options and the reporting. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "br_tok.h"
+#include "cli.h"
+#include "convert.h"
+
+static void help(void) {
+    printf("usage: braid convert HF_DIR OUT.gguf [--type F32|F16|BF16]\n\n"
+           "Converts a Hugging Face Jamba checkpoint (config.json, model.safetensors or sharded\n"
+           "model-*.safetensors with model.safetensors.index.json, tokenizer.model) to a GGUF file\n"
+           "of architecture jamba, with tensor names and layout as llama.cpp's converter writes them.\n\n"
+           "  --type T      element type of the weight matrices (default F16); norms, biases,\n"
+           "                the conv kernel, A and the MoE router are always F32\n");
+}
+
+/* Loaded only once the checkpoint has passed every check, so config and weight errors come first. */
+static br_status add_vocab(br_gguf_writer *w, const br_jamba_config *c, void *ud, br_err *err) {
+    const char *dir = ud;
+    size_t n = strlen(dir) + sizeof "/tokenizer.model";
+    char *path = malloc(n);
+    if (!path) return br_err_set(err, BR_ENOMEM, "out of memory");
+    snprintf(path, n, "%s/tokenizer.model", dir);
+    struct stat sb;
+    if (stat(path, &sb) != 0) {
+        free(path);
+        return br_err_set(err, BR_EIO, "%s has no tokenizer.model (the SentencePiece model braid needs)", dir);
+    }
+    br_tok *tok = NULL;
+    br_status st = br_tok_load_file(&tok, path, err);
+    free(path);
+    if (st) return st;
+    int n_tok = br_tok_n_vocab(tok);
+    if (n_tok > 0 && (uint32_t)n_tok > c->n_vocab) {
+        st = br_err_set(err, BR_EFORMAT, "tokenizer.model has %d tokens but config.json's vocab_size is %u", n_tok,
+                        c->n_vocab);
+    } else {
+        /* checkpoints often pad the embedding past the tokenizer; those rows are never produced by encoding */
+        if ((uint32_t)n_tok < c->n_vocab)
+            fprintf(stderr, "braid convert: note: tokenizer.model has %d tokens, vocab_size is %u\n", n_tok,
+                    c->n_vocab);
+        st = br_tok_write_gguf_vocab(tok, w, err);
+    }
+    br_tok_free(tok);
+    return st;
+}
+
+static void show_progress(void *ud, size_t i, size_t n, const char *name, uint64_t nbytes) {
+    (void)ud;
+    (void)nbytes;
+    fprintf(stderr, "\r\033[Kbraid convert: [%zu/%zu] %s", i + 1, n, name);
+    if (i + 1 == n) fputc('\n', stderr);
+}
+
+int cmd_convert(int argc, char **argv) {
+    const char *dir = NULL, *out = NULL;
+    br_dtype type = BR_DT_F16;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v;
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) { help(); return 0; }
+        else if (!strcmp(a, "--type")) {
+            if (!(v = cli_value("convert", argc, argv, &i))) return EXIT_USAGE;
+            if (!strcasecmp(v, "F32")) type = BR_DT_F32;
+            else if (!strcasecmp(v, "F16")) type = BR_DT_F16;
+            else if (!strcasecmp(v, "BF16")) type = BR_DT_BF16;
+            else return cli_usage_error("convert", "--type wants F32, F16 or BF16, not '%s'", v);
+        } else if (a[0] == '-' && a[1]) return cli_usage_error("convert", "unknown option '%s'", a);
+        else if (!dir) dir = a;
+        else if (!out) out = a;
+        else return cli_usage_error("convert", "unexpected argument '%s'", a);
+    }
+    if (!dir || !out) return cli_usage_error("convert", "want HF_DIR and OUT.gguf");
+
+    br_err err = {0};
+    br_convert_params p = {.hf_dir = dir, .out_path = out, .type = type, .meta = add_vocab, .meta_ud = (void *)dir,
+                           .progress = isatty(2) ? show_progress : NULL};
+    br_convert_stats stats;
+    if (br_convert_hf(&p, &stats, &err)) return cli_fail("convert", "%s", err.msg);
+    printf("wrote %s: %zu tensors, %.2fM parameters, %.1f MiB, matrices in %s (%u layers)\n", out, stats.n_tensors,
+           (double)stats.n_params / 1e6, (double)stats.out_bytes / (1024.0 * 1024.0), br_dtype_name(type),
+           stats.config.n_layer);
+    return 0;
+}
