@@ -65,5 +65,24 @@ expect 1 "context limit" -- "$BRAID" generate -m "$M" --tokens 1,2,3 -n 10 --ctx
 expect 1 "no tokenizer" -- "$BRAID" generate -m "$M" -p "hello"
 expect 1 "cannot create" -- "$BRAID" synth "$WORK/no/such/dir/x.gguf"
 
+# convert and perplexity: bad directories, bad text
+expect 2 "want HF_DIR and OUT.gguf" -- "$BRAID" convert "$WORK"
+expect 1 "config.json" -- "$BRAID" convert "$WORK" "$WORK/out.gguf"
+mkdir -p "$WORK/hf" && echo '{"architectures": ["LlamaForCausalLM"]}' >"$WORK/hf/config.json"
+expect 1 "LlamaForCausalLM" -- "$BRAID" convert "$WORK/hf" "$WORK/out.gguf"
+[[ ! -e "$WORK/out.gguf" ]] && ok || bad "a failed convert left $WORK/out.gguf behind"
+: >"$WORK/empty.txt"
+echo "The quick brown fox jumps over the lazy dog. It was a bright cold day in April." >"$WORK/text.txt"
+expect 1 "no tokenizer" -- "$BRAID" perplexity -m "$M" "$WORK/text.txt"
+MT=$WORK/tok.gguf
+FIX=$(dirname "$0")/fixtures/tok/test.model
+expect 0 "wrote" -- "$BRAID" synth "$MT" --preset tiny --vocab-model "$FIX" --seed 2
+expect 1 "the text is empty" -- "$BRAID" perplexity -m "$MT" "$WORK/empty.txt"
+expect 0 "" -- "$BRAID" perplexity -m "$MT" "$WORK/text.txt" --ctx 16
+grep -qE "^perplexity: [0-9.]+ over [0-9]+ tokens" "$WORK/out" && ok || bad "perplexity output: $(cat "$WORK/out")"
+expect 0 "tok/s" -- "$BRAID" generate -m "$MT" -p "The quick brown" -n 8 --temp 0
+expect 1 "cannot" -- "$BRAID" perplexity -m "$M" "$WORK/missing.txt"
+expect 2 "unknown option" -- "$BRAID" perplexity -m "$M" --frob "$WORK/empty.txt"
+
 echo "cli: $pass passed, $fail failed"
 [[ $fail -eq 0 ]]
