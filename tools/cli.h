@@ -4,6 +4,7 @@
 #define BR_CLI_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #define EXIT_USAGE 2
@@ -12,6 +13,11 @@
 int cli_fail(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Prints "braid CMD: ..." and a hint to --help; returns EXIT_USAGE. */
 int cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* A whole file (or "-" for stdin), NUL-terminated and malloc'd; NULL on failure. */
+char *cli_read_file(const char *path, size_t *len);
+/* Seconds on a monotonic clock, for timing lines. */
+double cli_now(void);
 
 /* Strict number parsing: the whole string must be a number in range. */
 bool cli_int(const char *s, long lo, long hi, long *out);

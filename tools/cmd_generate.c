@@ -33,33 +33,6 @@ static void help(void) {
            d.temperature, d.top_k, d.top_p, d.min_p, d.repeat_last_n);
 }
 
-static char *read_file(const char *path, size_t *len) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    size_t cap = 1 << 16, n = 0;
-    char *buf = malloc(cap + 1);
-    size_t k;
-    while (buf && (k = fread(buf + n, 1, cap - n, f)) > 0) {
-        n += k;
-        if (n == cap) {
-            char *nb = realloc(buf, cap * 2 + 1);
-            if (!nb) { free(buf); buf = NULL; break; }
-            buf = nb;
-            cap *= 2;
-        }
-    }
-    if (buf && ferror(f)) { free(buf); buf = NULL; }
-    fclose(f);
-    if (buf) { buf[n] = 0; *len = n; }
-    return buf;
-}
-
-static double now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
 int cmd_generate(int argc, char **argv) {
     const char *model_path = NULL, *prompt = NULL, *prompt_file = NULL, *ids = NULL;
     long n_predict = 64, n_ctx = 4096, n_batch = 64, n_threads = 0;
@@ -126,7 +99,7 @@ int cmd_generate(int argc, char **argv) {
     } else {
         if (!tok) { cli_fail("generate", "%s has no tokenizer; pass token ids with --tokens", model_path); goto done; }
         size_t len = prompt ? strlen(prompt) : 0;
-        if (prompt_file && !(text = read_file(prompt_file, &len))) {
+        if (prompt_file && !(text = cli_read_file(prompt_file, &len))) {
             cli_fail("generate", "cannot read %s", prompt_file);
             goto done;
         }
@@ -152,10 +125,10 @@ int cmd_generate(int argc, char **argv) {
     logits = malloc(m.hp.n_vocab * sizeof *logits);
     if (!logits) { cli_fail("generate", "out of memory"); goto done; }
 
-    double t0 = now();
+    double t0 = cli_now();
     if (br_ctx_eval(ctx, prompt_ids, (int)n_prompt, logits, false, &err)) { cli_fail("generate", "%s", err.msg); goto done; }
     for (size_t i = 0; i < n_prompt; i++) br_sampler_accept(smp, prompt_ids[i]);
-    double t1 = now();
+    double t1 = cli_now();
     int32_t eos = tok ? br_tok_eos(tok) : -1;
     long n_gen = 0;
     for (; n_gen < n_predict; n_gen++) {
@@ -183,7 +156,7 @@ int cmd_generate(int argc, char **argv) {
     }
     printf("\n");
     fflush(stdout);
-    double t2 = now();
+    double t2 = cli_now();
     fprintf(stderr, "braid: prompt %zu tokens in %.3f s (%.1f tok/s); generated %ld tokens in %.3f s (%.1f tok/s)\n",
             n_prompt, t1 - t0, (double)n_prompt / (t1 - t0 > 0 ? t1 - t0 : 1e-9), n_gen, t2 - t1,
             (double)n_gen / (t2 - t1 > 0 ? t2 - t1 : 1e-9));

@@ -23,32 +23,6 @@ static void help(void) {
            "  -t, --threads N        threads (default: all cores)\n");
 }
 
-static char *read_text(const char *path, size_t *len) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    size_t cap = 1 << 16, n = 0, k;
-    char *buf = malloc(cap + 1);
-    while (buf && (k = fread(buf + n, 1, cap - n, f)) > 0) {
-        n += k;
-        if (n == cap) {
-            char *nb = realloc(buf, cap * 2 + 1);
-            if (!nb) { free(buf); buf = NULL; break; }
-            buf = nb;
-            cap *= 2;
-        }
-    }
-    if (buf && ferror(f)) { free(buf); buf = NULL; }
-    fclose(f);
-    if (buf) { buf[n] = 0; *len = n; }
-    return buf;
-}
-
-static double now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
 /* On a terminal, a bar redrawn in place; elsewhere (logs, CI), a line about every tenth of the way. */
 static void progress(bool tty, size_t done, size_t total, const br_ppl *acc, size_t *next_line) {
     double ppl = br_ppl_value(acc);
@@ -86,7 +60,7 @@ int cmd_perplexity(int argc, char **argv) {
 
     /* the text first: a missing or empty file should not cost a model load */
     size_t len = 0;
-    char *text = read_text(text_path, &len);
+    char *text = cli_read_file(text_path, &len);
     if (!text) return cli_fail("perplexity", "cannot read %s: %s", text_path, strerror(errno));
     if (len == 0) {
         free(text);
@@ -140,7 +114,7 @@ int cmd_perplexity(int argc, char **argv) {
     bool tty = isatty(2);
     size_t next_line = 0, n_eval = 0;
     br_ppl acc = {0, 0};
-    double t0 = now();
+    double t0 = cli_now();
     for (size_t w = 0; w < n_win; w++) {
         br_ppl_window win = br_ppl_get_window(w, n_ids, C, bos);
         /* seq is what the model sees; the id after seq[j] is seq[j+1], scored from row j */
@@ -165,7 +139,7 @@ int cmd_perplexity(int argc, char **argv) {
         }
         progress(tty, w + 1, n_win, &acc, &next_line);
     }
-    double dt = now() - t0;
+    double dt = cli_now() - t0;
     printf("perplexity: %.4f over %llu tokens (%zu windows of %zu)\n", br_ppl_value(&acc), (unsigned long long)acc.n,
            n_win, C);
     fflush(stdout);

@@ -17,30 +17,6 @@ static void help(void) {
            "  --no-bos           do not start with BOS (by default it is added when the vocabulary asks for it)\n");
 }
 
-static char *read_all(FILE *f, size_t *len) {
-    size_t cap = 1 << 16, n = 0, k;
-    char *b = malloc(cap);
-    if (!b) return NULL;
-    while ((k = fread(b + n, 1, cap - n, f)) > 0) {
-        n += k;
-        if (n == cap) {
-            char *nb = cap > (SIZE_MAX >> 2) ? NULL : realloc(b, cap * 2);
-            if (!nb) {
-                free(b);
-                return NULL;
-            }
-            b = nb;
-            cap *= 2;
-        }
-    }
-    if (ferror(f)) {
-        free(b);
-        return NULL;
-    }
-    *len = n;
-    return b;
-}
-
 /* Length of the valid UTF-8 character at s (n bytes left), or 0. */
 static size_t utf8_char(const unsigned char *s, size_t n) {
     unsigned char c = s[0];
@@ -142,15 +118,8 @@ int braid_cmd_tokenize(int argc, char **argv) {
     }
 
     if (file) {
-        FILE *f = strcmp(file, "-") ? fopen(file, "rb") : stdin;
-        if (!f) {
-            cli_fail("tokenize", "cannot open %s: %s", file, strerror(errno));
-            goto done;
-        }
-        buf = read_all(f, &len);
-        if (f != stdin) fclose(f);
-        if (!buf) {
-            cli_fail("tokenize", "cannot read %s", file);
+        if (!(buf = cli_read_file(file, &len))) {
+            cli_fail("tokenize", "cannot read %s: %s", file, strerror(errno));
             goto done;
         }
     } else {
