@@ -53,6 +53,12 @@ static void read_rss(uint64_t *rss, uint64_t *peak) {
 
 static double mib(uint64_t b) { return (double)b / (1024.0 * 1024.0); }
 
+/* What this process would hold if every layer were attention: the measured peak, less the hybrid's
+ * own KV cache and SSM state, plus the KV cache of every layer. */
+static double all_attention_bytes(const row *r) {
+    return (double)r->peak - (double)r->mem.kv - (double)r->mem.ssm + (double)r->attn_kv;
+}
+
 static int cmp_long(const void *a, const void *b) {
     long x = *(const long *)a, y = *(const long *)b;
     return (x > y) - (x < y);
@@ -83,48 +89,47 @@ static br_status what_if_model(const br_model *m, const char *plan, char *path, 
 }
 
 static void write_svg(FILE *f, const row *r, int n, const char *title) {
-    const double W = 720, H = 460, L = 80, R = 20, T = 40, B = 60;
+    const double W = 760, H = 480, L = 90, R = 24, T = 70, B = 60;
     double xmin = log10((double)r[0].ctx), xmax = log10((double)r[n - 1].ctx);
-    double ymin = 1e300, ymax = 0;
+    double lo = 1e300, hi = 0;
     for (int i = 0; i < n; i++) {
-        double a = (double)(r[i].mem.weights + r[i].attn_kv + r[i].mem.scratch), h = (double)r[i].peak;
-        double lo = fmin(h, a), hi = fmax(h, a);
-        if (lo > 0 && lo < ymin) ymin = lo;
-        if (hi > ymax) ymax = hi;
+        double v[2] = {all_attention_bytes(&r[i]), (double)r[i].peak};
+        for (int k = 0; k < 2; k++) {
+            if (v[k] > 0 && v[k] < lo) lo = v[k];
+            if (v[k] > hi) hi = v[k];
+        }
     }
-    ymin = floor(log10(ymin * 0.8));
-    ymax = ceil(log10(ymax * 1.25));
+    /* decades of MiB */
+    double ymin = floor(log10(lo / 1048576.0)), ymax = ceil(log10(hi / 1048576.0));
     if (xmax <= xmin) xmax = xmin + 1;
     if (ymax <= ymin) ymax = ymin + 1;
 #define X(v) (L + (log10(v) - xmin) / (xmax - xmin) * (W - L - R))
-#define Y(v) (H - B - (log10(v) - ymin) / (ymax - ymin) * (H - T - B))
+#define Y(v) (H - B - (log10((v) / 1048576.0) - ymin) / (ymax - ymin) * (H - T - B))
     fprintf(f, "<svg xmlns='http://www.w3.org/2000/svg' width='%.0f' height='%.0f' font-family='sans-serif' font-size='12'>\n", W, H);
     fprintf(f, "<rect width='100%%' height='100%%' fill='white'/>\n<text x='%.0f' y='22' font-size='15'>%s</text>\n", L, title);
+    for (int e = (int)ymin; e <= (int)ymax; e++) {
+        double y = Y(pow(10, e) * 1048576.0);
+        fprintf(f, "<line x1='%.0f' y1='%.1f' x2='%.0f' y2='%.1f' stroke='#ddd'/>\n", L, y, W - R, y);
+        fprintf(f, "<text x='%.0f' y='%.1f' text-anchor='end'>%g MiB</text>\n", L - 6, y + 4, pow(10, e));
+    }
     fprintf(f, "<line x1='%.0f' y1='%.0f' x2='%.0f' y2='%.0f' stroke='black'/>\n", L, H - B, W - R, H - B);
     fprintf(f, "<line x1='%.0f' y1='%.0f' x2='%.0f' y2='%.0f' stroke='black'/>\n", L, T, L, H - B);
-    for (int e = (int)ymin; e <= (int)ymax; e++) {
-        double v = pow(10, e), y = Y(v);
-        fprintf(f, "<line x1='%.0f' y1='%.1f' x2='%.0f' y2='%.1f' stroke='#ddd'/>\n", L, y, W - R, y);
-        fprintf(f, "<text x='%.0f' y='%.1f' text-anchor='end'>%g MiB</text>\n", L - 6, y + 4, v / 1048576.0);
-    }
     for (int i = 0; i < n; i++)
         fprintf(f, "<text x='%.1f' y='%.0f' text-anchor='middle'>%ld</text>\n", X((double)r[i].ctx), H - B + 18, r[i].ctx);
-    fprintf(f, "<text x='%.0f' y='%.0f' text-anchor='middle'>context length (tokens)</text>\n", (L + W - R) / 2, H - 15);
+    fprintf(f, "<text x='%.0f' y='%.0f' text-anchor='middle'>context length (tokens, log scale)</text>\n", (L + W - R) / 2, H - 15);
     const char *colors[2] = {"#c0392b", "#2c7fb8"};
-    const char *names[2] = {"all-attention, computed (weights + KV + scratch)", "this model, measured peak RSS"};
+    const char *names[2] = {"all layers attention, computed (same process, KV for every layer)",
+                            "this model, measured peak resident memory"};
     for (int s = 0; s < 2; s++) {
         fprintf(f, "<polyline fill='none' stroke='%s' stroke-width='2' points='", colors[s]);
-        for (int i = 0; i < n; i++) {
-            double v = s ? (double)r[i].peak : (double)(r[i].mem.weights + r[i].attn_kv + r[i].mem.scratch);
-            fprintf(f, "%.1f,%.1f ", X((double)r[i].ctx), Y(v));
-        }
+        for (int i = 0; i < n; i++)
+            fprintf(f, "%.1f,%.1f ", X((double)r[i].ctx), Y(s ? (double)r[i].peak : all_attention_bytes(&r[i])));
         fprintf(f, "'/>\n");
-        for (int i = 0; i < n; i++) {
-            double v = s ? (double)r[i].peak : (double)(r[i].mem.weights + r[i].attn_kv + r[i].mem.scratch);
-            fprintf(f, "<circle cx='%.1f' cy='%.1f' r='3' fill='%s'/>\n", X((double)r[i].ctx), Y(v), colors[s]);
-        }
-        fprintf(f, "<rect x='%.0f' y='%.0f' width='14' height='3' fill='%s'/><text x='%.0f' y='%.0f'>%s</text>\n", L + 10,
-                T + 8 + 18.0 * s, colors[s], L + 30, T + 12 + 18.0 * s, names[s]);
+        for (int i = 0; i < n; i++)
+            fprintf(f, "<circle cx='%.1f' cy='%.1f' r='3' fill='%s'/>\n", X((double)r[i].ctx),
+                    Y(s ? (double)r[i].peak : all_attention_bytes(&r[i])), colors[s]);
+        fprintf(f, "<rect x='%.0f' y='%.0f' width='14' height='3' fill='%s'/><text x='%.0f' y='%.0f'>%s</text>\n", L,
+                36 + 16.0 * s, colors[s], L + 20, 40 + 16.0 * s, names[s]);
     }
     fprintf(f, "</svg>\n");
 #undef X
@@ -229,28 +234,29 @@ int cmd_memory(int argc, char **argv) {
     if (isatty(2)) fprintf(stderr, "\n");
 
     printf("model: %s%s\nplan:  %s\n", model_path, plan ? " (what-if plan, random weights)" : "", plan_str);
-    printf("all-attention comparison: %u layers x %u KV heads x %u dims, f32 keys and values\n\n", hp->n_layer, kvh,
-           hp->n_embd / hp->n_head);
+    printf("all-attention comparison: %u layers x %u KV heads x %u dims, f32 keys and values; its peak is\n"
+           "this run's peak with the hybrid's KV cache and SSM state replaced by every layer's KV cache\n\n",
+           hp->n_layer, kvh, hp->n_embd / hp->n_head);
     printf("%9s %11s %11s %11s %11s %11s %11s | %12s %12s %9s\n", "context", "kv MiB", "ssm MiB", "scratch MiB",
-           "weights MiB", "rss MiB", "peak MiB", "attn kv MiB", "attn tot MiB", "prefill s");
+           "weights MiB", "rss MiB", "peak MiB", "attn kv MiB", "attn peak MiB", "prefill s");
     for (int i = 0; i < n_lens; i++) {
         const row *r = &rows[i];
         printf("%9ld %11.2f %11.2f %11.2f %11.2f %11.2f %11.2f | %12.2f %12.2f %9.1f\n", r->ctx, mib(r->mem.kv),
                mib(r->mem.ssm), mib(r->mem.scratch), mib(r->mem.weights), mib(r->rss), mib(r->peak), mib(r->attn_kv),
-               mib(r->mem.weights + r->attn_kv + r->mem.scratch), r->seconds);
+               all_attention_bytes(r) / 1048576.0, r->seconds);
     }
     if (csv) {
         FILE *f = fopen(csv, "w");
         if (!f) { cli_fail("memory", "cannot write %s", csv); goto done; }
         fprintf(f, "context,kv_bytes,kv_used_bytes,ssm_bytes,scratch_bytes,weight_bytes,rss_bytes,peak_rss_bytes,"
-                   "all_attention_kv_bytes,all_attention_total_bytes,prefill_seconds\n");
+                   "all_attention_kv_bytes,all_attention_peak_bytes,prefill_seconds\n");
         for (int i = 0; i < n_lens; i++) {
             const row *r = &rows[i];
             fprintf(f, "%ld,%llu,%llu,%llu,%llu,%llu,%llu,%llu,%llu,%llu,%.3f\n", r->ctx, (unsigned long long)r->mem.kv,
                     (unsigned long long)r->mem.kv_used, (unsigned long long)r->mem.ssm,
                     (unsigned long long)r->mem.scratch, (unsigned long long)r->mem.weights,
                     (unsigned long long)r->rss, (unsigned long long)r->peak, (unsigned long long)r->attn_kv,
-                    (unsigned long long)(r->mem.weights + r->attn_kv + r->mem.scratch), r->seconds);
+                    (unsigned long long)all_attention_bytes(r), r->seconds);
         }
         if (fclose(f)) { cli_fail("memory", "cannot write %s", csv); goto done; }
     }
