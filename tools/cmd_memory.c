@@ -33,13 +33,15 @@ typedef struct {
     long ctx;
     br_mem mem;
     uint64_t rss, peak;     /* measured, bytes */
+    uint64_t anon, file;    /* resident anonymous memory (what we allocate) and mapped file pages (weights) */
     uint64_t attn_kv;       /* computed: every layer attention */
     double seconds;
 } row;
 
-/* VmRSS and VmHWM from /proc/self/status, in bytes. */
-static void read_rss(uint64_t *rss, uint64_t *peak) {
-    *rss = *peak = 0;
+/* VmRSS, VmHWM, RssAnon and RssFile from /proc/self/status, in bytes. */
+static void read_rss(row *r) {
+    uint64_t *rss = &r->rss, *peak = &r->peak;
+    *rss = *peak = r->anon = r->file = 0;
     FILE *f = fopen("/proc/self/status", "r");
     if (!f) return;
     char line[256];
@@ -47,6 +49,8 @@ static void read_rss(uint64_t *rss, uint64_t *peak) {
     while (fgets(line, sizeof line, f)) {
         if (sscanf(line, "VmRSS: %llu kB", &kb) == 1) *rss = kb * 1024;
         if (sscanf(line, "VmHWM: %llu kB", &kb) == 1) *peak = kb * 1024;
+        if (sscanf(line, "RssAnon: %llu kB", &kb) == 1) r->anon = kb * 1024;
+        if (sscanf(line, "RssFile: %llu kB", &kb) == 1) r->file = kb * 1024;
     }
     fclose(f);
 }
@@ -227,7 +231,7 @@ int cmd_memory(int argc, char **argv) {
         row *r = &rows[li];
         r->ctx = lens[li];
         r->mem = br_ctx_mem(ctx);
-        read_rss(&r->rss, &r->peak);
+        read_rss(r);
         r->attn_kv = attn_per_tok * (uint64_t)lens[li];
         r->seconds = (double)(t1.tv_sec - t0.tv_sec) + (t1.tv_nsec - t0.tv_nsec) * 1e-9;
     }
@@ -237,25 +241,28 @@ int cmd_memory(int argc, char **argv) {
     printf("all-attention comparison: %u layers x %u KV heads x %u dims, f32 keys and values; its peak is\n"
            "this run's peak with the hybrid's KV cache and SSM state replaced by every layer's KV cache\n\n",
            hp->n_layer, kvh, hp->n_embd / hp->n_head);
-    printf("%9s %11s %11s %11s %11s %11s %11s | %12s %12s %9s\n", "context", "kv MiB", "ssm MiB", "scratch MiB",
-           "weights MiB", "rss MiB", "peak MiB", "attn kv MiB", "attn peak MiB", "prefill s");
+    printf("%9s %9s %9s %9s %11s | %9s %9s %9s %9s | %11s %13s %9s\n", "context", "kv MiB", "ssm MiB",
+           "scratch", "weights MiB", "rss MiB", "anon MiB", "file MiB", "peak MiB", "attn kv MiB", "attn peak MiB",
+           "prefill s");
     for (int i = 0; i < n_lens; i++) {
         const row *r = &rows[i];
-        printf("%9ld %11.2f %11.2f %11.2f %11.2f %11.2f %11.2f | %12.2f %12.2f %9.1f\n", r->ctx, mib(r->mem.kv),
-               mib(r->mem.ssm), mib(r->mem.scratch), mib(r->mem.weights), mib(r->rss), mib(r->peak), mib(r->attn_kv),
-               all_attention_bytes(r) / 1048576.0, r->seconds);
+        printf("%9ld %9.2f %9.2f %9.2f %11.2f | %9.2f %9.2f %9.2f %9.2f | %11.2f %13.2f %9.1f\n", r->ctx,
+               mib(r->mem.kv), mib(r->mem.ssm), mib(r->mem.scratch), mib(r->mem.weights), mib(r->rss), mib(r->anon),
+               mib(r->file), mib(r->peak), mib(r->attn_kv), all_attention_bytes(r) / 1048576.0, r->seconds);
     }
     if (csv) {
         FILE *f = fopen(csv, "w");
         if (!f) { cli_fail("memory", "cannot write %s", csv); goto done; }
-        fprintf(f, "context,kv_bytes,kv_used_bytes,ssm_bytes,scratch_bytes,weight_bytes,rss_bytes,peak_rss_bytes,"
+        fprintf(f, "context,kv_bytes,kv_used_bytes,ssm_bytes,scratch_bytes,weight_bytes,rss_bytes,rss_anon_bytes,"
+                   "rss_file_bytes,peak_rss_bytes,"
                    "all_attention_kv_bytes,all_attention_peak_bytes,prefill_seconds\n");
         for (int i = 0; i < n_lens; i++) {
             const row *r = &rows[i];
-            fprintf(f, "%ld,%llu,%llu,%llu,%llu,%llu,%llu,%llu,%llu,%llu,%.3f\n", r->ctx, (unsigned long long)r->mem.kv,
-                    (unsigned long long)r->mem.kv_used, (unsigned long long)r->mem.ssm,
+            fprintf(f, "%ld,%llu,%llu,%llu,%llu,%llu,%llu,%llu,%llu,%llu,%llu,%llu,%.3f\n", r->ctx,
+                    (unsigned long long)r->mem.kv, (unsigned long long)r->mem.kv_used, (unsigned long long)r->mem.ssm,
                     (unsigned long long)r->mem.scratch, (unsigned long long)r->mem.weights,
-                    (unsigned long long)r->rss, (unsigned long long)r->peak, (unsigned long long)r->attn_kv,
+                    (unsigned long long)r->rss, (unsigned long long)r->anon, (unsigned long long)r->file,
+                    (unsigned long long)r->peak, (unsigned long long)r->attn_kv,
                     (unsigned long long)all_attention_bytes(r), r->seconds);
         }
         if (fclose(f)) { cli_fail("memory", "cannot write %s", csv); goto done; }
