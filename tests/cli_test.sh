@@ -84,5 +84,18 @@ expect 0 "tok/s" -- "$BRAID" generate -m "$MT" -p "The quick brown" -n 8 --temp 
 expect 1 "cannot" -- "$BRAID" perplexity -m "$M" "$WORK/missing.txt"
 expect 2 "unknown option" -- "$BRAID" perplexity -m "$M" --frob "$WORK/empty.txt"
 
+# memory: measured table, CSV and plot, a what-if plan, and bad lengths
+expect 0 "" -- "$BRAID" memory -m "$M" --ctx 256,512 --csv "$WORK/m.csv" --plot "$WORK/m.svg" --threads 1
+grep -q "plan:  M M M M A M M M M" "$WORK/out" && ok || bad "memory table lacks the plan"
+[[ $(wc -l <"$WORK/m.csv") -eq 3 ]] && head -1 "$WORK/m.csv" | grep -q "^context,kv_bytes" && ok || bad "memory csv: $(cat "$WORK/m.csv")"
+grep -q "<svg" "$WORK/m.svg" && grep -q "</svg>" "$WORK/m.svg" && ok || bad "memory svg incomplete"
+expect 0 "" -- "$BRAID" memory -m "$M" --ctx 256 --plan MAMAMAMAM --threads 1
+grep -q "what-if" "$WORK/out" && grep -q "plan:  M A M A M A M A M" "$WORK/out" && ok || bad "what-if plan not used: $(head -3 "$WORK/out")"
+expect 2 "no lengths" -- "$BRAID" memory -m "$M"
+expect 2 "lengths like" -- "$BRAID" memory -m "$M" --ctx 1k,zz
+expect 2 "letters for" -- "$BRAID" memory -m "$M" --ctx 256 --plan MAM
+expect 1 "at least two lengths" -- "$BRAID" memory -m "$M" --ctx 256 --plot "$WORK/one.svg"
+expect 1 "cannot write" -- "$BRAID" memory -m "$M" --ctx 256 --csv "$WORK/no/such/dir/m.csv"
+
 echo "cli: $pass passed, $fail failed"
 [[ $fail -eq 0 ]]

@@ -185,7 +185,8 @@ int cmd_memory(int argc, char **argv) {
         br_model_free(&m);
         if (st) {
             if (what_if[0]) remove(what_if);
-            return cli_fail("memory", "%s", err.msg);
+            /* a plan that does not fit the model is the user's argument, not a runtime failure */
+            return st == BR_EINVAL ? cli_usage_error("memory", "%s", err.msg) : cli_fail("memory", "%s", err.msg);
         }
         st = br_model_load(&m, what_if, &err);
         remove(what_if); /* the mapping keeps the data alive */
