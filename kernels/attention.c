@@ -32,7 +32,11 @@ void br_k_attn_head(float *out, int ldo, const float *q, int ldq, float *const *
             }
             float m = mx[i];
             for (int j = 0; j < visible; j++) if (s[j] > m) m = s[j];
-            float corr = expf(mx[i] - m); /* rescales what was accumulated under the old max */
+            if (m == -INFINITY) { /* nothing finite to weigh yet (only with infinite scores) */
+                for (int j = 0; j < cols; j++) s[j] = 0;
+                continue;
+            }
+            float corr = mx[i] == -INFINITY ? 0.0f : expf(mx[i] - m); /* rescales what the old max accumulated */
             float add = 0;
             for (int j = 0; j < visible; j++) { s[j] = expf(s[j] - m); add += s[j]; }
             for (int j = visible; j < cols; j++) s[j] = 0;

@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "br_kernels.h"
+#include "model.h"
 
 /* safetensors itself caps the header at 100 MB; real ones are well under 1 MB per 1000 tensors */
 #define ST_MAX_HEADER ((uint64_t)100 << 20)
@@ -356,6 +357,15 @@ br_status br_jamba_config_read(br_jamba_config *c, const br_json *root, br_err *
                           c->n_expert_used, c->n_expert);
     if ((uint64_t)c->expand * c->n_embd > MAX_DIM)
         return br_err_set(err, BR_EFORMAT, "config.json: mamba_expand * hidden_size is too large");
+    /* the loader's limits: a file it would refuse is not worth writing */
+    const uint32_t dims[] = {c->n_embd, c->n_ff, c->n_head, c->d_state, c->d_conv, c->dt_rank, c->expand * c->n_embd};
+    for (size_t i = 0; i < sizeof dims / sizeof dims[0]; i++)
+        if (dims[i] > BR_MAX_DIM)
+            return br_err_set(err, BR_EFORMAT, "config.json: a dimension (%u) is over braid's limit %u", dims[i], BR_MAX_DIM);
+    if (c->n_vocab > BR_MAX_VOCAB)
+        return br_err_set(err, BR_EFORMAT, "config.json: vocab_size %u is over braid's limit %u", c->n_vocab, BR_MAX_VOCAB);
+    if (!(c->rms_eps < 1.0f))
+        return br_err_set(err, BR_EFORMAT, "config.json: rms_norm_eps must be below 1");
     return BR_OK;
 }
 

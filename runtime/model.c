@@ -6,10 +6,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Shapes past these are not models but attacks on our size arithmetic. */
-#define MAX_LAYERS 4096
-#define MAX_DIM (1u << 20)
-#define MAX_VOCAB (1u << 24)
+#define MAX_LAYERS BR_MAX_LAYERS
+#define MAX_DIM BR_MAX_DIM
+#define MAX_VOCAB BR_MAX_VOCAB
 
 typedef struct {
     br_model *m;

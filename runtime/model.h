@@ -14,6 +14,12 @@
 extern "C" {
 #endif
 
+/* Shapes past these are not models but attacks on size arithmetic; the loader refuses them and the
+ * converter refuses to write them. */
+#define BR_MAX_LAYERS 4096
+#define BR_MAX_DIM (1u << 20)
+#define BR_MAX_VOCAB (1u << 24)
+
 typedef enum { BR_MIX_MAMBA = 0, BR_MIX_ATTN = 1 } br_mixer;
 
 typedef struct br_hparams {

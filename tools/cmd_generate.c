@@ -1,5 +1,6 @@
 /* `braid generate`: prefill a prompt, then sample and stream tokens until EOS or -n.
  * Text goes to stdout as it is produced; the timing line goes to stderr. */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -132,6 +133,10 @@ int cmd_generate(int argc, char **argv) {
     int32_t eos = tok ? br_tok_eos(tok) : -1;
     long n_gen = 0;
     for (; n_gen < n_predict; n_gen++) {
+        /* A model may have more embedding rows than its tokenizer has pieces (padding rows):
+         * those ids can be neither printed nor meant, so they are never sampled. */
+        if (tok)
+            for (uint32_t v = (uint32_t)br_tok_n_vocab(tok); v < m.hp.n_vocab; v++) logits[v] = -INFINITY;
         int32_t next = br_sampler_sample(smp, logits);
         if (next == eos) break;
         br_sampler_accept(smp, next);

@@ -81,6 +81,16 @@ static br_status what_if_model(const br_model *m, const char *plan, char *path, 
         if (m->layers[i].n_head_kv) p.n_head_kv = m->layers[i].n_head_kv;
     if (!p.n_head_kv) p.n_head_kv = hp->n_head;
     p.tied = m->tied;
+    /* the same FFNs: MoE where the model has MoE, with its expert counts */
+    p.n_expert = hp->n_expert;
+    p.n_expert_used = hp->n_expert_used;
+    bool any_moe = false;
+    for (uint32_t i = 0; i < hp->n_layer; i++) {
+        p.moe_plan[i] = m->layers[i].moe ? 'E' : '-';
+        any_moe |= m->layers[i].moe;
+    }
+    p.moe_plan[any_moe ? hp->n_layer : 0] = 0;
+    if (!any_moe) p.n_expert = p.n_expert_used = 0;
     p.type = m->file_type == BR_DT_F16 || m->file_type == BR_DT_BF16 ? m->file_type : BR_DT_F32;
     p.name = "braid-memory-what-if";
     if (hp->d_inner % hp->n_embd)
@@ -165,13 +175,17 @@ int cmd_memory(int argc, char **argv) {
     if (!ctx_list) return cli_usage_error("memory", "no lengths given (--ctx 1k,4k,16k)");
     long lens[MAX_LENGTHS];
     int n_lens = 0;
-    char buf[1024];
-    snprintf(buf, sizeof buf, "%s", ctx_list);
-    for (char *save = NULL, *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+    for (const char *p = ctx_list; *p;) {
+        char item[32];
+        size_t k = strcspn(p, ",");
         if (n_lens == MAX_LENGTHS) return cli_usage_error("memory", "at most %d lengths", MAX_LENGTHS);
-        if (!cli_size(tok, &lens[n_lens]) || lens[n_lens] > (1L << 26))
-            return cli_usage_error("memory", "--ctx wants lengths like 1k,4k,64k, not '%s'", tok);
+        if (k == 0 || k >= sizeof item) return cli_usage_error("memory", "--ctx wants lengths like 1k,4k,64k, not '%s'", ctx_list);
+        memcpy(item, p, k);
+        item[k] = 0;
+        if (!cli_size(item, &lens[n_lens]) || lens[n_lens] > (1L << 26))
+            return cli_usage_error("memory", "--ctx wants lengths like 1k,4k,64k, not '%s'", item);
         n_lens++;
+        p += k + (p[k] == ',');
     }
     if (!n_lens) return cli_usage_error("memory", "--ctx wants lengths like 1k,4k,64k");
     qsort(lens, (size_t)n_lens, sizeof lens[0], cmp_long);
@@ -274,7 +288,14 @@ int cmd_memory(int argc, char **argv) {
         if (!f) { cli_fail("memory", "cannot write %s", plot); goto done; }
         char title[300];
         const char *base = strrchr(model_path, '/');
-        snprintf(title, sizeof title, "memory against context: %s", base ? base + 1 : model_path);
+        /* the file name goes into XML: escape what XML reserves */
+        int o = snprintf(title, sizeof title, "memory against context: ");
+        for (const char *c = base ? base + 1 : model_path; *c && o < (int)sizeof title - 8; c++) {
+            const char *e = *c == '<' ? "&lt;" : *c == '>' ? "&gt;" : *c == '&' ? "&amp;" : *c == '\'' ? "&apos;" : NULL;
+            if (e) o += snprintf(title + o, sizeof title - (size_t)o, "%s", e);
+            else title[o++] = *c;
+        }
+        title[o] = 0;
         write_svg(f, rows, n_lens, title);
         if (fclose(f)) { cli_fail("memory", "cannot write %s", plot); goto done; }
     }
