@@ -23,7 +23,7 @@ build/tests/test_golden models/tiny-jamba.gguf tests/fixtures/tiny-jamba.golden 
 
 # 3. validation perplexity (windows of the training length) and the unigram baseline on the same tokens
 $BRAID perplexity -m models/tiny-jamba.gguf build/corpus/valid.txt --ctx 256 2>/dev/null | tee "$OUT/ppl.txt"
-$BRAID tokenize -m models/tiny-jamba.gguf -f build/corpus/valid.txt --ids > "$OUT/valid.ids"
+$BRAID tokenize -m models/tiny-jamba.gguf -f build/corpus/valid.txt | cut -f1 | tr -d " " | paste -sd, > "$OUT/valid.ids"
 $PY scripts/unigram_ppl.py build/train/train.u16 4096 "$OUT/valid.ids" | tee "$OUT/unigram.txt"
 
 # 4. samples
