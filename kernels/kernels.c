@@ -128,16 +128,20 @@ typedef struct {
 #define MM_TILE 64       /* rows of W converted at once for the sgemm path */
 #define MM_GEMM_MIN_N 4  /* below this many rows of x, dot products beat converting W */
 
-static void mm_dot_task(void *ctx, int task, int n_tasks, int thread) {
-    (void)n_tasks; (void)thread;
-    mm_job *j = ctx;
+/* Output columns r0..r1-1 of every row of y, one dot product each. */
+static void mm_dot_rows(const mm_job *j, int r0, int r1) {
     size_t es = br_wtype_size(j->wt);
-    int r0 = task * j->rows_per_task, r1 = r0 + j->rows_per_task;
-    if (r1 > j->rows) r1 = j->rows;
     for (int i = 0; i < j->n; i++)
         for (int r = r0; r < r1; r++)
             j->y[(size_t)i * j->rows + r] =
                 br_k_dot(j->wt, j->w + (size_t)r * j->cols * es, j->x + (size_t)i * j->cols, j->cols);
+}
+
+static void mm_dot_task(void *ctx, int task, int n_tasks, int thread) {
+    (void)n_tasks; (void)thread;
+    mm_job *j = ctx;
+    int r0 = task * j->rows_per_task, r1 = r0 + j->rows_per_task;
+    mm_dot_rows(j, r0, r1 < j->rows ? r1 : j->rows);
 }
 
 static void mm_gemm_task(void *ctx, int task, int n_tasks, int thread) {
@@ -154,10 +158,7 @@ static void mm_gemm_task(void *ctx, int task, int n_tasks, int thread) {
         } else {
             float *buf = br_pool_scratch(j->pool, thread, (size_t)MM_TILE * j->cols * sizeof(float));
             if (!buf) { /* no memory for the tile: fall back to dot products for it */
-                for (int i = 0; i < j->n; i++)
-                    for (int r = t0; r < t0 + tr; r++)
-                        j->y[(size_t)i * j->rows + r] =
-                            br_k_dot(j->wt, j->w + (size_t)r * j->cols * es, j->x + (size_t)i * j->cols, j->cols);
+                mm_dot_rows(j, t0, t0 + tr);
                 continue;
             }
             br_k_to_f32(j->wt, j->w + (size_t)t0 * j->cols * es, buf, (size_t)tr * j->cols);

@@ -70,15 +70,15 @@ br_status br_ctx_init(br_ctx **out, const br_model *m, br_ctx_params p, br_err *
     if (br_pool_init(&c->pool, p.n_threads)) { free(c); return br_err_set(err, BR_ENOMEM, "cannot start threads"); }
     c->kv = calloc(hp->n_layer, sizeof *c->kv);
     c->ssm = calloc(hp->n_layer, sizeof *c->ssm);
-    uint64_t per = (uint64_t)hp->d_inner * (hp->d_conv - 1 + hp->d_state), n_mamba = 0;
+    uint64_t per = (uint64_t)hp->d_inner * (hp->d_conv - 1 + hp->d_state);
     uint32_t kvmax = 0;
     bool any_moe = false;
     for (uint32_t i = 0; i < hp->n_layer; i++) {
-        if (m->layers[i].mixer == BR_MIX_MAMBA) n_mamba++;
-        else if (kv_dim(m, &m->layers[i]) > kvmax) kvmax = kv_dim(m, &m->layers[i]);
+        if (m->layers[i].mixer == BR_MIX_ATTN && kv_dim(m, &m->layers[i]) > kvmax) kvmax = kv_dim(m, &m->layers[i]);
         any_moe |= m->layers[i].moe;
     }
-    c->state_block = calloc(n_mamba * per > 0 ? n_mamba * per : 1, sizeof(float));
+    uint64_t state_bytes = br_model_ssm_state_bytes(m);
+    c->state_block = calloc(state_bytes ? state_bytes : 1, 1);
     if (!c->kv || !c->ssm || !c->state_block) goto oom;
     float *sp = c->state_block;
     for (uint32_t i = 0; i < hp->n_layer; i++)
@@ -158,10 +158,7 @@ void br_ctx_free(br_ctx *c) {
 }
 
 void br_ctx_reset(br_ctx *c) {
-    const br_hparams *hp = &c->m->hp;
-    uint64_t n_mamba = 0;
-    for (uint32_t i = 0; i < hp->n_layer; i++) n_mamba += c->m->layers[i].mixer == BR_MIX_MAMBA;
-    memset(c->state_block, 0, n_mamba * hp->d_inner * (hp->d_conv - 1 + hp->d_state) * sizeof(float));
+    memset(c->state_block, 0, (size_t)br_model_ssm_state_bytes(c->m));
     c->n_past = 0;
 }
 

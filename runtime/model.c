@@ -19,9 +19,11 @@ typedef struct {
     uint64_t counts[BR_DT_BF16 + 1];
 } loader;
 
-static br_status get_u32(const br_gguf *g, const char *key, uint32_t *v, br_err *err) {
-    return br_gguf_get_u32(g, key, v, err);
+/* An optional key: absent leaves *v as it is; present must be a valid integer. */
+static br_status opt_u32(const br_gguf *g, const char *key, uint32_t *v, br_err *err) {
+    return br_gguf_find(g, key) ? br_gguf_get_u32(g, key, v, err) : BR_OK;
 }
+
 
 static const br_gguf_tensor *find(loader *L, const char *name, bool required) {
     const br_gguf_tensor *t = br_gguf_find_tensor(&L->m->file, name);
@@ -115,21 +117,19 @@ static br_status read_hparams(br_model *m, br_err *err, uint32_t **kv_heads) {
         snprintf(a, sizeof a, "%.*s", (int)(arch.len < 48 ? arch.len : 48), arch.ptr);
         return br_err_set(err, BR_EUNSUPPORTED, "unsupported architecture '%s' (braid runs 'jamba')", a);
     }
-    if (get_u32(g, "jamba.embedding_length", &hp->n_embd, err) || get_u32(g, "jamba.block_count", &hp->n_layer, err) ||
-        get_u32(g, "jamba.feed_forward_length", &hp->n_ff, err) ||
-        get_u32(g, "jamba.attention.head_count", &hp->n_head, err) ||
+    if (br_gguf_get_u32(g, "jamba.embedding_length", &hp->n_embd, err) ||
+        br_gguf_get_u32(g, "jamba.block_count", &hp->n_layer, err) ||
+        br_gguf_get_u32(g, "jamba.feed_forward_length", &hp->n_ff, err) ||
+        br_gguf_get_u32(g, "jamba.attention.head_count", &hp->n_head, err) ||
         br_gguf_get_f32(g, "jamba.attention.layer_norm_rms_epsilon", &hp->rms_eps, err) ||
-        get_u32(g, "jamba.ssm.conv_kernel", &hp->d_conv, err) || get_u32(g, "jamba.ssm.inner_size", &hp->d_inner, err) ||
-        get_u32(g, "jamba.ssm.state_size", &hp->d_state, err) ||
-        get_u32(g, "jamba.ssm.time_step_rank", &hp->dt_rank, err))
-        return BR_EFORMAT;
-    if (br_gguf_find(g, "jamba.context_length") && get_u32(g, "jamba.context_length", &hp->n_ctx_train, err))
+        br_gguf_get_u32(g, "jamba.ssm.conv_kernel", &hp->d_conv, err) || br_gguf_get_u32(g, "jamba.ssm.inner_size", &hp->d_inner, err) ||
+        br_gguf_get_u32(g, "jamba.ssm.state_size", &hp->d_state, err) ||
+        br_gguf_get_u32(g, "jamba.ssm.time_step_rank", &hp->dt_rank, err))
         return BR_EFORMAT;
     hp->n_expert = 0;
     hp->n_expert_used = 0;
-    if (br_gguf_find(g, "jamba.expert_count") && get_u32(g, "jamba.expert_count", &hp->n_expert, err)) return BR_EFORMAT;
-    if (br_gguf_find(g, "jamba.expert_used_count") &&
-        get_u32(g, "jamba.expert_used_count", &hp->n_expert_used, err))
+    if (opt_u32(g, "jamba.context_length", &hp->n_ctx_train, err) || opt_u32(g, "jamba.expert_count", &hp->n_expert, err) ||
+        opt_u32(g, "jamba.expert_used_count", &hp->n_expert_used, err))
         return BR_EFORMAT;
 
     if (hp->n_layer == 0 || hp->n_layer > MAX_LAYERS)
@@ -170,7 +170,7 @@ static br_status read_hparams(br_model *m, br_err *err, uint32_t **kv_heads) {
         }
     } else {
         uint32_t v;
-        if (get_u32(g, "jamba.attention.head_count_kv", &v, err)) return BR_EFORMAT;
+        if (br_gguf_get_u32(g, "jamba.attention.head_count_kv", &v, err)) return BR_EFORMAT;
         if (v > hp->n_head) return br_err_set(err, BR_EFORMAT, "jamba.attention.head_count_kv %u is out of range", v);
         for (uint32_t i = 0; i < hp->n_layer; i++) kvh[i] = v;
     }
