@@ -186,15 +186,23 @@ static void synth_model_loads_and_runs(void **s) {
 
 /* --- truncation and corruption --- */
 
+/* Where a good file's tensor data starts: bytes before it are header and metadata. */
+static size_t data_offset_of(const uint8_t *b, size_t n) {
+    br_gguf g;
+    br_err err = {0};
+    assert_int_equal(br_gguf_parse(&g, b, n, &err), BR_OK);
+    size_t off = g.data_offset;
+    br_gguf_free(&g);
+    return off;
+}
+
 static void truncated_everywhere(void **s) {
     (void)s;
     size_t n;
     uint8_t *b = tiny_model(&n);
     br_gguf g;
     br_err err = {0};
-    assert_int_equal(br_gguf_parse(&g, b, n, &err), BR_OK);
-    size_t data_start = g.data_offset;
-    br_gguf_free(&g);
+    size_t data_start = data_offset_of(b, n);
     /* Every cut inside the header and metadata, then a stride through the tensor data. The last
      * tensor's padding may be cut without harm; anything before it must be refused. */
     for (size_t cut = 0; cut < n - 32; cut += cut < data_start + 64 ? 1 : 97) {
@@ -212,11 +220,8 @@ static void corrupted_bytes(void **s) {
     (void)s;
     size_t n;
     uint8_t *b = tiny_model(&n);
-    br_gguf g;
     br_err err = {0};
-    assert_int_equal(br_gguf_parse(&g, b, n, &err), BR_OK);
-    size_t data_start = g.data_offset;
-    br_gguf_free(&g);
+    size_t data_start = data_offset_of(b, n);
     const uint8_t patterns[] = {0xff, 0x00, 0x80, 0x7f, 0x01};
     uint64_t rng = 42;
     int accepted = 0, refused = 0;
