@@ -13,8 +13,11 @@ run() {
   ctest --test-dir "$dir" --output-on-failure -j "$jobs"
 }
 
+# BRAID_BUILD names the build folders (default build, build-asan), so two checkouts' or two people's
+# runs on one machine need not share them.
+b=${BRAID_BUILD:-build}
 echo "== Release build, tests"
-run build -DCMAKE_BUILD_TYPE=Release
+run "$b" -DCMAKE_BUILD_TYPE=Release
 echo "== ASan + UBSan build, tests"
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-  run build-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DBRAID_SANITIZE=ON
+  run "$b-asan" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DBRAID_SANITIZE=ON
