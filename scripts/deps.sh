@@ -1,13 +1,18 @@
 #!/usr/bin/env bash
 # Installs the Debian packages braid needs to build and test; as root it runs apt-get itself,
-# otherwise it prints the exact apt line to run. Usage: scripts/deps.sh [--tests]
+# otherwise it prints the exact apt line to run. Usage: scripts/deps.sh [--tests] [--train]
 set -euo pipefail
 
 pkgs=(cmake make gcc g++ pkg-config libopenblas-dev libsentencepiece-dev libuv1-dev)
-if [[ "${1:-}" == "--tests" ]]; then
-  # cmocka for the unit tests; python3-torch for the reference implementation the golden files came from
-  pkgs+=(libcmocka-dev)
-fi
+for a in "$@"; do
+  if [[ "$a" == "--tests" ]]; then
+    # cmocka for the unit tests; python3-torch for the reference implementation the golden files came from
+    pkgs+=(libcmocka-dev)
+  elif [[ "$a" == "--train" ]]; then
+    # the bundled model's pipeline: PyTorch trainer, SentencePiece trainer/encoder (CLI and Python)
+    pkgs+=(python3-torch python3-numpy python3-sentencepiece sentencepiece)
+  fi
+done
 
 missing=()
 for p in "${pkgs[@]}"; do
