@@ -61,7 +61,9 @@ expect 1 "not a GGUF file" -- "$BRAID" generate -m "$WORK/text.gguf" --tokens 1
 sed 's/jamba/llama/' "$M" >"$WORK/llama.gguf"
 expect 1 "unsupported architecture 'llama'" -- "$BRAID" info "$WORK/llama.gguf"
 expect 1 "outside the vocabulary" -- "$BRAID" generate -m "$M" --tokens 1,99999
-expect 1 "context limit" -- "$BRAID" generate -m "$M" --tokens 1,2,3 -n 10 --ctx 8
+expect 0 "does not fit.*generating at most 5" -- "$BRAID" generate -m "$M" --tokens 1,2,3 -n 10 --ctx 8 --temp 0
+[[ $(wc -w <"$WORK/out") -eq 5 ]] && ok || bad "-n past the context: $(cat "$WORK/out")"
+expect 1 "leaves no room" -- "$BRAID" generate -m "$M" --tokens 1,2,3,4 --ctx 4
 expect 1 "no tokenizer" -- "$BRAID" generate -m "$M" -p "hello"
 expect 1 "cannot create" -- "$BRAID" synth "$WORK/no/such/dir/x.gguf"
 
@@ -96,6 +98,71 @@ expect 2 "lengths like" -- "$BRAID" memory -m "$M" --ctx 1k,zz
 expect 2 "letters for" -- "$BRAID" memory -m "$M" --ctx 256 --plan MAM
 expect 1 "at least two lengths" -- "$BRAID" memory -m "$M" --ctx 256 --plot "$WORK/one.svg"
 expect 1 "cannot write" -- "$BRAID" memory -m "$M" --ctx 256 --csv "$WORK/no/such/dir/m.csv"
+
+# llama.cpp conventions (issue 16): generate
+# A trained model shows the prompt/output join (its first generated piece starts with a space).
+BUNDLED=$(dirname "$0")/../models/tiny-jamba.gguf
+[[ -f $BUNDLED ]] && MG=$BUNDLED || MG=$MT
+expect 0 "" -- "$BRAID" generate -m "$MG" -p "The whale" -n 8 --temp 0
+full=$(cat "$WORK/out")
+[[ $full == "The whale"* ]] && ok || bad "prompt not echoed: $full"
+expect 0 "" -- "$BRAID" generate -m "$MG" -p "The whale" -n 8 --temp 0 --no-display-prompt
+[[ "The whale$(cat "$WORK/out")" == "$full" ]] && ok || bad "--no-display-prompt: '$(cat "$WORK/out")' vs '$full'"
+# prompt + output is the decoded sequence: decode prompt ids + generated ids in one go (-n 0 only echoes)
+expect 0 "" -- "$BRAID" tokenize -m "$MG" "The whale"
+pids=$(cut -f1 "$WORK/out" | paste -sd,)
+expect 0 "" -- "$BRAID" generate -m "$MG" -p "The whale" -n 8 --temp 0 --ids
+gids=$(tr ' ' ',' <"$WORK/out")
+expect 0 "" -- "$BRAID" generate -m "$MG" --tokens "$pids,$gids" -n 0
+[[ "$(cat "$WORK/out")" == "$full" ]] && ok || bad "prompt + output '$full' is not the decoded sequence '$(cat "$WORK/out")'"
+# -f drops one trailing newline, as llama.cpp does
+printf 'The whale\n' >"$WORK/p1.txt"
+printf 'The whale\n\n' >"$WORK/p2.txt"
+expect 0 "" -- "$BRAID" generate -m "$MG" -f "$WORK/p1.txt" -n 8 --temp 0
+[[ "$(cat "$WORK/out")" == "$full" ]] && ok || bad "-f kept the trailing newline: $(cat "$WORK/out")"
+expect 0 "" -- "$BRAID" generate -m "$MG" --file "$WORK/p2.txt" -n 0
+printf 'The whale\n\n' | cmp -s - "$WORK/out" && ok || bad "-f dropped more than one newline: $(cat "$WORK/out")"
+expect 1 "cannot read .*nope.txt: No such file" -- "$BRAID" generate -m "$MG" -f "$WORK/nope.txt"
+# -r stops right after the reverse prompt: the output is a prefix of the unstopped one, ending with it
+word=$(tr -s ' \n' '\n\n' <<<"${full#The whale}" | sed -n 3p)
+if [[ -n $word ]]; then
+  expect 0 "" -- "$BRAID" generate -m "$MG" -p "The whale" -n 8 --temp 0 -r "zzzq" --reverse-prompt "$word"
+  rout=$(cat "$WORK/out")
+  [[ $rout == *"$word" && $full == "$rout"* && ${#rout} -lt ${#full} ]] && ok || bad "-r '$word': '$rout' vs '$full'"
+fi
+# -n -1: until the context is full (this model has no end-of-text token); --ignore-eos accepted
+expect 0 "" -- "$BRAID" generate -m "$M" --tokens 1,2,3 -n -1 -c 16 --temp 0 --ignore-eos
+[[ $(wc -w <"$WORK/out") -eq 13 ]] && ok || bad "-n -1 with -c 16: $(cat "$WORK/out")"
+expect 0 "" -- "$BRAID" generate -m "$MG" -p "The whale" -n -1 -c 24 --temp 0 --ignore-eos --ids
+[[ $(wc -w <"$WORK/out") -eq 21 ]] && ok || bad "--ignore-eos -n -1 stopped early: $(cat "$WORK/out")"
+# a clock seed is printed and repeats the run
+expect 0 "seed [0-9]+ .*-s [0-9]+ repeats" -- "$BRAID" generate -m "$MG" -p "The whale" -n 12 --temp 1.5
+r1=$(cat "$WORK/out"); seed=$(grep -oE 'seed [0-9]+' "$WORK/err" | cut -d' ' -f2)
+expect 0 "" -- "$BRAID" generate -m "$MG" -p "The whale" -n 12 --temp 1.5 -s "$seed"
+[[ "$(cat "$WORK/out")" == "$r1" ]] && ok || bad "-s $seed did not repeat the run"
+# llama.cpp spellings; -ngl noted and ignored; --log-disable leaves stderr empty
+expect 0 "note: -ngl 99 ignored: braid runs on the CPU" -- "$BRAID" generate -m "$MG" -p "The whale" --n-predict 4 \
+  --ctx-size 64 --batch-size 2 --threads 1 --seed 1 --top-k 5 --top-p 0.9 --min-p 0.1 --repeat-penalty 1.1 -ngl 99 -no-cnv
+expect 0 "" -- "$BRAID" generate -m "$MG" -p "The whale" -n 4 -ngl 99 --log-disable
+[[ ! -s "$WORK/err" ]] && ok || bad "--log-disable printed: $(cat "$WORK/err")"
+expect 0 "" -- "$BRAID" generate -m "$MG" -p "The whale" -n 2 --temp=0 --color
+grep -q $'\e\[33mThe whale\e\[0m' "$WORK/out" && ok || bad "--color did not colour the prompt"
+NO_COLOR=1 expect 0 "" -- "$BRAID" generate -m "$MG" -p "The whale" -n 2 --temp 0 --color
+! grep -q $'\e' "$WORK/out" && ok || bad "--color ignored NO_COLOR"
+expect 0 "trained on 4096" -- "$BRAID" generate -m "$M" --tokens 1,2 -n 2 -c 64k
+expect 2 "takes no value" -- "$BRAID" generate -m "$M" --tokens 1 --ignore-eos=1
+expect 2 "does not apply" -- "$BRAID" generate -m "$M" --tokens 1 --plot x.svg
+expect 2 "wants a count >= -1" -- "$BRAID" generate -m "$M" --tokens 1 -n -2
+expect 2 "wants a whole number >= -1" -- "$BRAID" generate -m "$M" --tokens 1 -s x
+expect 2 "context size" -- "$BRAID" generate -m "$M" --tokens 1 -c 12q
+# Ctrl-C: the timing line, then exit 130
+"$BRAID" generate -m "$M" --tokens 1,2,3 -n -1 -c 64k --ignore-eos >"$WORK/out" 2>"$WORK/err" &
+pid=$!
+sleep 1
+kill -INT $pid
+wait $pid
+rc=$?
+[[ $rc -eq 130 ]] && grep -q "generated [0-9]* tokens.*interrupted" "$WORK/err" && ok || bad "Ctrl-C: exit $rc, $(cat "$WORK/err")"
 
 echo "cli: $pass passed, $fail failed"
 [[ $fail -eq 0 ]]

@@ -1,8 +1,9 @@
-/* Option parsing and error printing shared by braid's subcommands.
+/* Option parsing and error printing shared by braid's subcommands, and the one table of options.
  * Numbers are parsed strictly: "12x" or an out-of-range value is a usage error, not a surprise. */
 #include "cli.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -116,8 +117,10 @@ char *cli_read_file(const char *path, size_t *len) {
             cap *= 2;
         }
     }
+    int e = errno; /* why it failed, kept past free and fclose */
     if (buf && ferror(f)) { free(buf); buf = NULL; }
     if (!is_stdin) fclose(f);
+    errno = e;
     if (buf) { buf[n] = 0; *len = n; }
     return buf;
 }
@@ -126,4 +129,226 @@ double cli_now(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+/* --- the option table --------------------------------------------------------------------------- */
+
+typedef struct {
+    const char *names[4]; /* llama.cpp's spellings first; the first is used in messages */
+    cli_kind kind;
+    const char *meta;     /* the value in --help */
+    double lo, hi;        /* range of INT, FLOAT and SIZE values */
+    const char *want;     /* "-x wants WANT, not 'v'" */
+    const char *def;      /* default, parsed like a given value; NULL: none */
+    const char *help;
+    const char *ignored;  /* accepted and not acted on: why, for the note */
+    bool repeat;          /* may be given several times; every value is kept */
+} cli_opt;
+
+static const cli_opt opts[CLI_N_OPTS] = {
+    [CLI_MODEL] = {{"-m", "--model"}, CLI_STR, "FILE", 0, 0, NULL, NULL, "model file (GGUF, architecture jamba)", NULL, false},
+    [CLI_PROMPT] = {{"-p", "--prompt"}, CLI_STR, "TEXT", 0, 0, NULL, NULL, "prompt text", NULL, false},
+    [CLI_FILE] = {{"-f", "--file"}, CLI_STR, "FILE", 0, 0, NULL, NULL,
+                  "read the prompt from FILE ('-': standard input); one trailing newline is dropped", NULL, false},
+    [CLI_TOKENS] = {{"--tokens"}, CLI_STR, "IDS", 0, 0, NULL, NULL, "the prompt as token ids, comma separated", NULL, false},
+    [CLI_N_PREDICT] = {{"-n", "--n-predict"}, CLI_INT, "N", -1, 1 << 30, "a count >= -1", "64",
+                       "tokens to generate; -1: until end of text or a full context", NULL, false},
+    [CLI_CTX_SIZE] = {{"-c", "--ctx-size", "--ctx"}, CLI_SIZE, "N", 0, 1 << 30,
+                      "a context size like 4096 or 64k (0: the model's training context)", "4096",
+                      "context size in tokens, k = 1024 (0: the model's training context)", NULL, false},
+    [CLI_BATCH_SIZE] = {{"-b", "--batch-size", "--batch"}, CLI_INT, "N", 1, 65536, "a size from 1 to 65536", "512",
+                        "tokens evaluated per step while reading the prompt", NULL, false},
+    [CLI_THREADS] = {{"-t", "--threads"}, CLI_INT, "N", 1, 1024, "a thread count from 1 to 1024", NULL,
+                     "threads (default: one per core)", NULL, false},
+    [CLI_SEED] = {{"-s", "--seed"}, CLI_INT, "N", -1, (double)LONG_MAX, "a whole number >= -1", "-1",
+                  "sampling seed; -1 takes one from the clock and prints it", NULL, false},
+    [CLI_TEMP] = {{"--temp"}, CLI_FLOAT, "T", 0, 100, "a temperature from 0 to 100", "0.8",
+                  "temperature; 0 is greedy", NULL, false},
+    [CLI_TOP_K] = {{"--top-k"}, CLI_INT, "K", 0, 1 << 24, "a count >= 0", "40", "keep the K likeliest tokens (0: off)", NULL, false},
+    [CLI_TOP_P] = {{"--top-p"}, CLI_FLOAT, "P", 0, 1, "a probability from 0 to 1", "0.95",
+                   "keep the likeliest tokens up to total probability P (1: off)", NULL, false},
+    [CLI_MIN_P] = {{"--min-p"}, CLI_FLOAT, "P", 0, 1, "a probability from 0 to 1", "0.05",
+                   "drop tokens less likely than P times the likeliest (0: off)", NULL, false},
+    [CLI_REPEAT_PENALTY] = {{"--repeat-penalty"}, CLI_FLOAT, "R", 0.01, 100, "a factor from 0.01 to 100", "1.0",
+                            "penalise recently seen tokens (1: off)", NULL, false},
+    [CLI_REPEAT_LAST_N] = {{"--repeat-last-n"}, CLI_INT, "N", 0, 1 << 20, "a count >= 0", "64",
+                           "tokens the penalty looks back over", NULL, false},
+    [CLI_IGNORE_EOS] = {{"--ignore-eos"}, CLI_FLAG, NULL, 0, 0, NULL, NULL,
+                        "never stop at the end-of-text token (it is not sampled)", NULL, false},
+    [CLI_REVERSE_PROMPT] = {{"-r", "--reverse-prompt"}, CLI_STR, "TEXT", 0, 0, NULL, NULL,
+                            "stop once the output ends with TEXT (may be given more than once)", NULL, true},
+    [CLI_NO_DISPLAY_PROMPT] = {{"--no-display-prompt"}, CLI_FLAG, NULL, 0, 0, NULL, NULL,
+                               "print only the generated text (by default the prompt is printed first)", NULL, false},
+    [CLI_COLOR] = {{"-co", "--color"}, CLI_FLAG, NULL, 0, 0, NULL, NULL,
+                   "show the prompt in yellow, the generated text plain (not when NO_COLOR is set)", NULL, false},
+    [CLI_LOG_DISABLE] = {{"--log-disable"}, CLI_FLAG, NULL, 0, 0, NULL, NULL,
+                         "no notes, seed or timing lines on stderr (errors are still printed)", NULL, false},
+    [CLI_NO_CNV] = {{"-no-cnv", "--no-conversation"}, CLI_FLAG, NULL, 0, 0, NULL, NULL,
+                    "plain completion: what generate always does (for llama-cli command lines)", NULL, false},
+    [CLI_N_GPU_LAYERS] = {{"-ngl", "--n-gpu-layers", "--gpu-layers"}, CLI_STR, "N", 0, 0, NULL, NULL,
+                          "accepted for llama.cpp command lines and ignored", "braid runs on the CPU", false},
+    [CLI_NO_BOS] = {{"--no-bos"}, CLI_FLAG, NULL, 0, 0, NULL, NULL, "do not start the tokens with BOS", NULL, false},
+    [CLI_IDS] = {{"--ids"}, CLI_FLAG, NULL, 0, 0, NULL, NULL, "print token ids instead of text", NULL, false},
+    [CLI_CTX_LIST] = {{"-c", "--ctx-size", "--ctx"}, CLI_STR, "LIST", 0, 0, NULL, NULL,
+                      "context lengths, e.g. 1k,4k,16k,64k (k = 1024)", NULL, false},
+    [CLI_PLAN] = {{"--plan"}, CLI_STR, "SPEC", 0, 0, NULL, NULL,
+                  "layer plan: PERIOD:OFFSET (e.g. 9:4) or letters like MMMMAMMMM", NULL, false},
+    [CLI_CSV] = {{"--csv"}, CLI_STR, "FILE", 0, 0, NULL, NULL, "also write the table as CSV", NULL, false},
+    [CLI_PLOT] = {{"--plot"}, CLI_STR, "FILE.svg", 0, 0, NULL, NULL, "also draw a plot (SVG)", NULL, false},
+    [CLI_PPL_ALL] = {{"--all-tokens"}, CLI_FLAG, NULL, 0, 0, NULL, NULL,
+                     "score every token of each window, not only the second half", NULL, false},
+};
+
+static bool g_quiet;
+
+bool cli_quiet(void) { return g_quiet; }
+
+void cli_note(const char *cmd, const char *fmt, ...) {
+    if (g_quiet) return;
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "braid %s: note: ", cmd);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+}
+
+const char *cli_opt_name(cli_opt_id id) { return opts[id].names[0]; }
+
+static int n_uses(const cli_cmd *cmd) {
+    int n = 0;
+    while (cmd->opts[n].id != CLI_END) n++;
+    return n;
+}
+
+void cli_help(const cli_cmd *cmd, FILE *f) {
+    fprintf(f, "usage: braid %s %s\n\n", cmd->name, cmd->usage);
+    if (cmd->about) fprintf(f, "%s\n\n", cmd->about);
+    fprintf(f, "options:\n");
+    for (int u = 0; u < n_uses(cmd); u++) {
+        const cli_opt *o = &opts[cmd->opts[u].id];
+        char left[96];
+        int k = snprintf(left, sizeof left, "  ");
+        for (int j = 0; j < 4 && o->names[j]; j++)
+            k += snprintf(left + k, sizeof left - (size_t)k, "%s%s", j ? ", " : "", o->names[j]);
+        if (o->meta) snprintf(left + k, sizeof left - (size_t)k, " %s", o->meta);
+        const char *help = cmd->opts[u].help ? cmd->opts[u].help : o->help;
+        const char *def = cmd->opts[u].def ? cmd->opts[u].def : o->def;
+        if (strlen(left) > 30) fprintf(f, "%s\n%-31s", left, "");
+        else fprintf(f, "%-31s", left);
+        fprintf(f, "%s", help);
+        if (def && o->kind != CLI_FLAG) fprintf(f, " (default %s)", def);
+        fputc('\n', f);
+    }
+    fprintf(f, "%-31s%s\n", "  -h, --help", "this text");
+}
+
+/* Parses text as option o's kind into a; false when it is not a value of that kind and range. */
+static bool parse_value(const cli_opt *o, cli_opt_id id, const char *v, cli_args *a) {
+    long n;
+    double x;
+    switch (o->kind) {
+    case CLI_FLAG: a->num[id] = 1; return true;
+    case CLI_STR: break;
+    case CLI_INT:
+        if (!cli_int(v, (long)o->lo, o->hi >= (double)LONG_MAX ? LONG_MAX : (long)o->hi, &n)) return false;
+        a->num[id] = n;
+        a->real[id] = (double)n;
+        break;
+    case CLI_SIZE:
+        if (!strcmp(v, "0") && o->lo <= 0) n = 0;
+        else if (!cli_size(v, &n) || n < (long)o->lo || n > (long)o->hi) return false;
+        a->num[id] = n;
+        a->real[id] = (double)n;
+        break;
+    case CLI_FLOAT:
+        if (!cli_float(v, o->lo, o->hi, &x)) return false;
+        a->real[id] = x;
+        a->num[id] = (long)x;
+        break;
+    }
+    a->str[id] = v;
+    return true;
+}
+
+int cli_parse(const cli_cmd *cmd, int argc, char **argv, cli_args *a) {
+    memset(a, 0, sizeof *a);
+    int nu = n_uses(cmd);
+    /* one name, one meaning within a command: a clash is a mistake in the declaration */
+    for (int u = 0; u < nu; u++)
+        for (int w = u + 1; w < nu; w++)
+            for (int j = 0; j < 4 && opts[cmd->opts[u].id].names[j]; j++)
+                for (int k = 0; k < 4 && opts[cmd->opts[w].id].names[k]; k++)
+                    if (!strcmp(opts[cmd->opts[u].id].names[j], opts[cmd->opts[w].id].names[k])) {
+                        fprintf(stderr, "braid %s: internal error: option %s declared twice\n", cmd->name,
+                                opts[cmd->opts[u].id].names[j]);
+                        return 1;
+                    }
+    bool only_pos = false;
+    for (int i = 1; i < argc; i++) {
+        const char *arg = argv[i];
+        if (only_pos || arg[0] != '-' || !arg[1]) {
+            if (a->n_pos == cmd->max_pos || a->n_pos == CLI_MAX_POS)
+                return cli_usage_error(cmd->name, "unexpected argument '%s'", arg);
+            a->pos[a->n_pos++] = arg;
+            continue;
+        }
+        if (!strcmp(arg, "--")) { only_pos = true; continue; }
+        if (!strcmp(arg, "-h") || !strcmp(arg, "--help")) {
+            cli_help(cmd, stdout);
+            return 0;
+        }
+        /* --name=value as well as --name value */
+        char name[64];
+        const char *inline_v = NULL, *eq = arg[1] == '-' ? strchr(arg, '=') : NULL;
+        size_t nlen = eq ? (size_t)(eq - arg) : strlen(arg);
+        if (nlen >= sizeof name) return cli_usage_error(cmd->name, "unknown option '%s'", arg);
+        memcpy(name, arg, nlen);
+        name[nlen] = 0;
+        if (eq) inline_v = eq + 1;
+        int found = -1;
+        for (int u = 0; u < nu && found < 0; u++)
+            for (int j = 0; j < 4 && opts[cmd->opts[u].id].names[j]; j++)
+                if (!strcmp(opts[cmd->opts[u].id].names[j], name)) found = cmd->opts[u].id;
+        if (found < 0) {
+            for (int o = 0; o < CLI_N_OPTS; o++)
+                for (int j = 0; j < 4 && opts[o].names[j]; j++)
+                    if (!strcmp(opts[o].names[j], name))
+                        return cli_usage_error(cmd->name, "option '%s' does not apply to this command", name);
+            return cli_usage_error(cmd->name, "unknown option '%s'", name);
+        }
+        const cli_opt *o = &opts[found];
+        const char *v = inline_v;
+        if (o->kind == CLI_FLAG) {
+            if (v) return cli_usage_error(cmd->name, "option '%s' takes no value", name);
+        } else if (!v) {
+            if (i + 1 >= argc) return cli_usage_error(cmd->name, "option '%s' needs a value", name);
+            v = argv[++i];
+        }
+        if (!parse_value(o, (cli_opt_id)found, v, a))
+            return cli_usage_error(cmd->name, "%s wants %s, not '%s'", name, o->want, v);
+        if (a->given[found] && o->repeat) {
+            if (a->n_all[found] == CLI_MAX_REPEAT)
+                return cli_usage_error(cmd->name, "%s given more than %d times", name, CLI_MAX_REPEAT);
+        } else {
+            a->n_all[found] = 0;  /* given again: the last one counts, as with llama.cpp */
+        }
+        if (v) a->all[found][a->n_all[found]++] = v;
+        a->given[found] = true;
+    }
+    for (int u = 0; u < nu; u++) {
+        cli_opt_id id = cmd->opts[u].id;
+        const char *def = cmd->opts[u].def ? cmd->opts[u].def : opts[id].def;
+        if (!a->given[id] && def && !parse_value(&opts[id], id, def, a)) {
+            fprintf(stderr, "braid %s: internal error: bad default '%s' for %s\n", cmd->name, def, opts[id].names[0]);
+            return 1;
+        }
+    }
+    g_quiet = a->given[CLI_LOG_DISABLE];
+    for (int u = 0; u < nu; u++) {
+        cli_opt_id id = cmd->opts[u].id;
+        if (a->given[id] && opts[id].ignored)
+            cli_note(cmd->name, "%s %s ignored: %s", opts[id].names[0], a->str[id] ? a->str[id] : "", opts[id].ignored);
+    }
+    return -1;
 }

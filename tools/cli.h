@@ -6,6 +6,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #define EXIT_USAGE 2
 
@@ -14,7 +15,7 @@ int cli_fail(const char *cmd, const char *fmt, ...) __attribute__((format(printf
 /* Prints "braid CMD: ..." and a hint to --help; returns EXIT_USAGE. */
 int cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
-/* A whole file (or "-" for stdin), NUL-terminated and malloc'd; NULL on failure. */
+/* A whole file (or "-" for stdin), NUL-terminated and malloc'd; NULL on failure, errno saying why. */
 char *cli_read_file(const char *path, size_t *len);
 /* Seconds on a monotonic clock, for timing lines. */
 double cli_now(void);
@@ -30,6 +31,66 @@ bool cli_size(const char *s, long *out);
 /* Option table walking: returns the value for an option that takes one, advancing *i,
  * or NULL (after reporting) when it is missing. */
 const char *cli_value(const char *cmd, int argc, char **argv, int *i);
+
+/* --- the option table ------------------------------------------------------------------
+ * Every option is declared once, in cli.c: its names (llama.cpp's spellings first, braid's older
+ * ones after as aliases), the kind of value, the default, the help text. A subcommand lists the
+ * options it takes (a cli_use array, ending with CLI_END), each with its own default or help only
+ * where its meaning differs; parsing, defaults and --help all come from that list. */
+typedef enum {
+    CLI_MODEL, CLI_PROMPT, CLI_FILE, CLI_TOKENS, CLI_N_PREDICT, CLI_CTX_SIZE, CLI_BATCH_SIZE, CLI_THREADS,
+    CLI_SEED, CLI_TEMP, CLI_TOP_K, CLI_TOP_P, CLI_MIN_P, CLI_REPEAT_PENALTY, CLI_REPEAT_LAST_N, CLI_IGNORE_EOS,
+    CLI_REVERSE_PROMPT, CLI_NO_DISPLAY_PROMPT, CLI_COLOR, CLI_LOG_DISABLE, CLI_NO_CNV, CLI_N_GPU_LAYERS,
+    CLI_NO_BOS, CLI_IDS,
+    CLI_CTX_LIST, CLI_PLAN, CLI_CSV, CLI_PLOT, CLI_PPL_ALL,
+    CLI_N_OPTS,
+    CLI_END = -1
+} cli_opt_id;
+
+typedef enum { CLI_FLAG, CLI_STR, CLI_INT, CLI_FLOAT, CLI_SIZE } cli_kind;
+
+typedef struct {
+    cli_opt_id id;
+    const char *def;  /* this command's default (NULL: the table's) */
+    const char *help; /* this command's help (NULL: the table's) */
+} cli_use;
+
+typedef struct {
+    const char *name;      /* "generate" */
+    const char *usage;     /* after "usage: braid NAME " */
+    const char *about;     /* paragraph printed before the options, or NULL */
+    const cli_use *opts;   /* ends with {CLI_END} */
+    int max_pos;           /* positional arguments allowed */
+} cli_cmd;
+
+#define CLI_MAX_REPEAT 8
+#define CLI_MAX_POS 4
+
+/* What the command line said. For each option: given (on the command line), the text of its value
+ * (the default's when not given; NULL when neither) and that text parsed by the option's kind.
+ * A flag's .num is 1 when given. A repeatable option keeps every value in order. */
+typedef struct {
+    bool given[CLI_N_OPTS];
+    const char *str[CLI_N_OPTS];
+    long num[CLI_N_OPTS];
+    double real[CLI_N_OPTS];
+    const char *all[CLI_N_OPTS][CLI_MAX_REPEAT];
+    int n_all[CLI_N_OPTS];
+    const char *pos[CLI_MAX_POS];
+    int n_pos;
+} cli_args;
+
+/* Parses argv[1..] for cmd. Returns -1 to go on, or the status to exit with: 0 after --help,
+ * EXIT_USAGE after a one-line usage error. Prints the notes of accepted-but-ignored options. */
+int cli_parse(const cli_cmd *cmd, int argc, char **argv, cli_args *a);
+/* The --help text of cmd, from the table. */
+void cli_help(const cli_cmd *cmd, FILE *f);
+/* The first name of an option ("-m"), for messages. */
+const char *cli_opt_name(cli_opt_id id);
+/* "braid CMD: note: ..." on stderr, unless --log-disable was given. */
+void cli_note(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Whether --log-disable was given: notes and timing lines are then not printed. */
+bool cli_quiet(void);
 
 int cmd_info(int argc, char **argv);
 int cmd_generate(int argc, char **argv);

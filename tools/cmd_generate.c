@@ -1,6 +1,8 @@
-/* `braid generate`: prefill a prompt, then sample and stream tokens until EOS or -n.
- * Text goes to stdout as it is produced; the timing line goes to stderr. */
+/* `braid generate`: prefill a prompt, then sample and stream tokens until EOS, -n or a full context.
+ * Prompt and generated text go to stdout (together, the decoded sequence); notes and timing to stderr. */
+#include <errno.h>
 #include <math.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,66 +13,83 @@
 #include "model.h"
 #include "sample.h"
 
-static void help(void) {
-    br_sampler_params d = br_sampler_default_params();
-    printf("usage: braid generate -m MODEL.gguf (-p TEXT | --tokens 1,2,3) [options]\n\n"
-           "  -m, --model FILE       model (GGUF, architecture jamba)\n"
-           "  -p, --prompt TEXT      prompt text (needs a tokenizer in the model file)\n"
-           "  -f, --file FILE        read the prompt from FILE\n"
-           "  --tokens IDS           prompt as token ids, comma separated\n"
-           "  -n, --n-predict N      tokens to generate (default 64)\n"
-           "  --temp T               temperature; 0 is greedy (default %.2f)\n"
-           "  --top-k K              (default %d; 0 = off)\n"
-           "  --top-p P              (default %.2f; 1 = off)\n"
-           "  --min-p P              (default %.2f; 0 = off)\n"
-           "  --repeat-penalty R     (default 1.0 = off)\n"
-           "  --repeat-last-n N      tokens the penalty looks back over (default %d)\n"
-           "  --seed N               sampling seed (default: from the clock)\n"
-           "  -c, --ctx N            context limit in tokens (default 4096; the KV cache grows as used)\n"
-           "  -b, --batch N          prefill chunk size (default 64)\n"
-           "  -t, --threads N        threads (default: all cores)\n"
-           "  --no-bos               do not prepend the BOS token to -p text\n"
-           "  --ids                  print token ids instead of text\n",
-           d.temperature, d.top_k, d.top_p, d.min_p, d.repeat_last_n);
+static const cli_use uses[] = {
+    {CLI_MODEL, NULL, NULL},
+    {CLI_PROMPT, NULL, NULL},
+    {CLI_FILE, NULL, NULL},
+    {CLI_TOKENS, NULL, NULL},
+    {CLI_N_PREDICT, NULL, NULL},
+    {CLI_CTX_SIZE, NULL, "context limit, k = 1024 (0: the model's training context); the KV cache grows as used"},
+    {CLI_BATCH_SIZE, "64", NULL},
+    {CLI_THREADS, NULL, NULL},
+    {CLI_SEED, NULL, NULL},
+    {CLI_TEMP, NULL, NULL},
+    {CLI_TOP_K, NULL, NULL},
+    {CLI_TOP_P, NULL, NULL},
+    {CLI_MIN_P, NULL, NULL},
+    {CLI_REPEAT_PENALTY, NULL, NULL},
+    {CLI_REPEAT_LAST_N, NULL, NULL},
+    {CLI_IGNORE_EOS, NULL, NULL},
+    {CLI_REVERSE_PROMPT, NULL, NULL},
+    {CLI_NO_DISPLAY_PROMPT, NULL, NULL},
+    {CLI_COLOR, NULL, NULL},
+    {CLI_LOG_DISABLE, NULL, NULL},
+    {CLI_NO_CNV, NULL, NULL},
+    {CLI_N_GPU_LAYERS, NULL, NULL},
+    {CLI_NO_BOS, NULL, "do not start -p/-f text with BOS"},
+    {CLI_IDS, NULL, "print the generated token ids instead of text (no prompt echo)"},
+    {CLI_END, NULL, NULL},
+};
+
+static const cli_cmd generate_cmd = {
+    "generate", "-m MODEL.gguf (-p TEXT | -f FILE | --tokens 1,2,3) [options]",
+    "Prints the prompt, then the text generated after it, as they are decoded together: the two joined\n"
+    "are exactly the decoded sequence. Stops at the end-of-text token, after -n tokens, at a reverse prompt\n"
+    "or when the context is full; Ctrl-C stops it too (exit 130, after the timing line).",
+    uses, 0,
+};
+
+static volatile sig_atomic_t g_interrupted;
+static void on_sigint(int sig) { (void)sig; g_interrupted = 1; }
+
+/* Whether the generated text, of which the last `fresh` bytes are new, now contains a reverse prompt
+ * that ends inside the new bytes. tail holds the last n bytes generated. */
+static bool hit_reverse(const cli_args *a, const char *tail, size_t n, size_t fresh) {
+    for (int r = 0; r < a->n_all[CLI_REVERSE_PROMPT]; r++) {
+        const char *rp = a->all[CLI_REVERSE_PROMPT][r];
+        size_t k = strlen(rp), span = k + fresh - 1;
+        if (!k || !fresh) continue;
+        if (span > n) span = n;
+        if (memmem(tail + n - span, span, rp, k)) return true;
+    }
+    return false;
 }
 
 int cmd_generate(int argc, char **argv) {
-    const char *model_path = NULL, *prompt = NULL, *prompt_file = NULL, *ids = NULL;
-    long n_predict = 64, n_ctx = 4096, n_batch = 64, n_threads = 0;
-    bool add_bos = true, print_ids = false, seed_set = false;
+    cli_args a;
+    int prc = cli_parse(&generate_cmd, argc, argv, &a);
+    if (prc >= 0) return prc;
+    const char *model_path = a.str[CLI_MODEL], *prompt = a.str[CLI_PROMPT], *prompt_file = a.str[CLI_FILE],
+               *ids = a.str[CLI_TOKENS];
+    long n_predict = a.num[CLI_N_PREDICT], n_ctx = a.num[CLI_CTX_SIZE];
+    bool add_bos = !a.given[CLI_NO_BOS], print_ids = a.given[CLI_IDS], echo = !a.given[CLI_NO_DISPLAY_PROMPT];
+    bool color = a.given[CLI_COLOR] && !getenv("NO_COLOR"), ignore_eos = a.given[CLI_IGNORE_EOS];
     br_sampler_params sp = br_sampler_default_params();
-    sp.repeat_penalty = 1.0f;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *v;
-        long n;
-        double f;
-#define VAL() if (!(v = cli_value("generate", argc, argv, &i))) return EXIT_USAGE
-#define BAD(what) return cli_usage_error("generate", "%s wants %s, not '%s'", a, what, v)
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) { help(); return 0; }
-        else if (!strcmp(a, "-m") || !strcmp(a, "--model")) { VAL(); model_path = v; }
-        else if (!strcmp(a, "-p") || !strcmp(a, "--prompt")) { VAL(); prompt = v; }
-        else if (!strcmp(a, "-f") || !strcmp(a, "--file")) { VAL(); prompt_file = v; }
-        else if (!strcmp(a, "--tokens")) { VAL(); ids = v; }
-        else if (!strcmp(a, "-n") || !strcmp(a, "--n-predict")) { VAL(); if (!cli_int(v, 0, 1 << 30, &n_predict)) BAD("a count >= 0"); }
-        else if (!strcmp(a, "-c") || !strcmp(a, "--ctx")) { VAL(); if (!cli_size(v, &n_ctx) || n_ctx > (1 << 30)) BAD("a context size like 4096 or 64k"); }
-        else if (!strcmp(a, "-b") || !strcmp(a, "--batch")) { VAL(); if (!cli_int(v, 1, 1 << 16, &n_batch)) BAD("a size from 1 to 65536"); }
-        else if (!strcmp(a, "-t") || !strcmp(a, "--threads")) { VAL(); if (!cli_int(v, 1, 1024, &n_threads)) BAD("a thread count from 1 to 1024"); }
-        else if (!strcmp(a, "--temp")) { VAL(); if (!cli_float(v, 0, 100, &f)) BAD("a temperature from 0 to 100"); sp.temperature = (float)f; }
-        else if (!strcmp(a, "--top-k")) { VAL(); if (!cli_int(v, 0, 1 << 24, &n)) BAD("a count >= 0"); sp.top_k = (int)n; }
-        else if (!strcmp(a, "--top-p")) { VAL(); if (!cli_float(v, 0, 1, &f)) BAD("a probability from 0 to 1"); sp.top_p = (float)f; }
-        else if (!strcmp(a, "--min-p")) { VAL(); if (!cli_float(v, 0, 1, &f)) BAD("a probability from 0 to 1"); sp.min_p = (float)f; }
-        else if (!strcmp(a, "--repeat-penalty")) { VAL(); if (!cli_float(v, 0.01, 100, &f)) BAD("a factor from 0.01 to 100"); sp.repeat_penalty = (float)f; }
-        else if (!strcmp(a, "--repeat-last-n")) { VAL(); if (!cli_int(v, 0, 1 << 20, &n)) BAD("a count >= 0"); sp.repeat_last_n = (int)n; }
-        else if (!strcmp(a, "--seed")) { VAL(); if (!cli_int(v, 0, 0x7fffffffffffffffL, &n)) BAD("a whole number >= 0"); sp.seed = (uint64_t)n; seed_set = true; }
-        else if (!strcmp(a, "--no-bos")) add_bos = false;
-        else if (!strcmp(a, "--ids")) print_ids = true;
-        else return cli_usage_error("generate", "unknown option '%s'", a);
-#undef VAL
-#undef BAD
-    }
+    sp.temperature = (float)a.real[CLI_TEMP];
+    sp.top_k = (int)a.num[CLI_TOP_K];
+    sp.top_p = (float)a.real[CLI_TOP_P];
+    sp.min_p = (float)a.real[CLI_MIN_P];
+    sp.repeat_penalty = (float)a.real[CLI_REPEAT_PENALTY];
+    sp.repeat_last_n = (int)a.num[CLI_REPEAT_LAST_N];
     if (!model_path) return cli_usage_error("generate", "no model given (-m MODEL.gguf)");
     if (!!prompt + !!prompt_file + !!ids != 1) return cli_usage_error("generate", "give exactly one of -p, -f and --tokens");
-    if (!seed_set) sp.seed = (uint64_t)time(NULL);
+    if (a.num[CLI_SEED] >= 0) {
+        sp.seed = (uint64_t)a.num[CLI_SEED];
+    } else {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        sp.seed = ((uint64_t)ts.tv_sec * 1000003u ^ (uint64_t)ts.tv_nsec) & 0xffffffffu;
+    }
 
     int rc = 1;
     br_err err = {0};
@@ -83,7 +102,22 @@ int cmd_generate(int argc, char **argv) {
     size_t n_prompt = 0;
     char *text = NULL;
     float *logits = NULL;
-    if (br_model_load(&m, model_path, &err)) return cli_fail("generate", "%s", err.msg);
+    char tail[4096];
+    size_t n_tail = 0;
+    struct sigaction old_int;
+    bool handler = false;
+
+    /* the prompt file first: a missing file should not cost a model load */
+    size_t len = prompt ? strlen(prompt) : 0;
+    if (prompt_file) {
+        if (!(text = cli_read_file(prompt_file, &len))) return cli_fail("generate", "cannot read %s: %s", prompt_file, strerror(errno));
+        /* as llama.cpp does: an editor's final newline is not part of the prompt */
+        if (len && text[len - 1] == '\n') text[--len] = 0;
+    }
+    if (br_model_load(&m, model_path, &err)) {
+        free(text);
+        return cli_fail("generate", "%s", err.msg);
+    }
 
     bool has_vocab = br_gguf_find(&m.file, "tokenizer.ggml.model") != NULL;
     if (has_vocab && br_tok_load_gguf(&tok, &m.file, &err)) {
@@ -97,27 +131,41 @@ int cmd_generate(int argc, char **argv) {
             goto done;
         }
         n_prompt = (size_t)n;
+        for (size_t i = 0; i < n_prompt; i++)
+            if (prompt_ids[i] < 0 || (uint32_t)prompt_ids[i] >= m.hp.n_vocab) {
+                cli_fail("generate", "token id %d is outside the vocabulary (0..%u)", prompt_ids[i], m.hp.n_vocab - 1);
+                goto done;
+            }
     } else {
         if (!tok) { cli_fail("generate", "%s has no tokenizer; pass token ids with --tokens", model_path); goto done; }
-        size_t len = prompt ? strlen(prompt) : 0;
-        if (prompt_file && !(text = cli_read_file(prompt_file, &len))) {
-            cli_fail("generate", "cannot read %s", prompt_file);
-            goto done;
-        }
         if (br_tok_encode(tok, prompt ? prompt : text, len, add_bos && br_tok_add_bos(tok), &prompt_ids, &n_prompt, &err)) {
             cli_fail("generate", "%s", err.msg);
             goto done;
         }
         if (n_prompt == 0) { cli_fail("generate", "the prompt is empty"); goto done; }
     }
-    if ((long)n_prompt + n_predict > n_ctx) {
-        cli_fail("generate", "prompt (%zu tokens) + -n %ld exceed the context limit %ld (raise --ctx)", n_prompt, n_predict, n_ctx);
+
+    uint32_t n_train = m.hp.n_ctx_train;
+    if (n_ctx == 0) n_ctx = n_train ? (long)n_train : 4096;
+    if (n_train && n_ctx > (long)n_train)
+        cli_note("generate", "the model was trained on %u tokens; past that (-c %ld) its text may degrade", n_train, n_ctx);
+    if ((long)n_prompt >= n_ctx) {
+        cli_fail("generate", "the prompt is %zu tokens and leaves no room in a context of %ld (raise -c)", n_prompt, n_ctx);
         goto done;
     }
+    long room = n_ctx - (long)n_prompt;
+    if (n_predict < 0) {
+        n_predict = room;
+    } else if (n_predict > room) {
+        cli_note("generate", "-n %ld does not fit: the context of %ld holds %ld tokens after the %zu-token prompt; "
+                 "generating at most %ld", n_predict, n_ctx, room, n_prompt, room);
+        n_predict = room;
+    }
+
     br_ctx_params cp = br_ctx_default_params();
     cp.n_ctx = (int)n_ctx;
-    cp.n_batch = (int)n_batch;
-    cp.n_threads = (int)n_threads;
+    cp.n_batch = (int)a.num[CLI_BATCH_SIZE];
+    cp.n_threads = (int)a.num[CLI_THREADS];
     if (br_ctx_init(&ctx, &m, cp, &err) || br_sampler_init(&smp, sp, (int)m.hp.n_vocab, &err)) {
         cli_fail("generate", "%s", err.msg);
         goto done;
@@ -126,29 +174,75 @@ int cmd_generate(int argc, char **argv) {
     logits = malloc(m.hp.n_vocab * sizeof *logits);
     if (!logits) { cli_fail("generate", "out of memory"); goto done; }
 
+    /* printed once the inputs are good, so a run worth keeping can be repeated with -s */
+    if (!a.given[CLI_SEED] || a.num[CLI_SEED] < 0)
+        if (!cli_quiet() && sp.temperature > 0)
+            fprintf(stderr, "braid generate: seed %llu (from the clock; -s %llu repeats this run)\n",
+                    (unsigned long long)sp.seed, (unsigned long long)sp.seed);
+
+    /* Ctrl-C ends the generation, not the process: the text so far and the timing line still come out */
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_sigint;
+    sigemptyset(&sa.sa_mask);
+    g_interrupted = 0;
+    handler = sigaction(SIGINT, &sa, &old_int) == 0;
+
     double t0 = cli_now();
     if (br_ctx_eval(ctx, prompt_ids, (int)n_prompt, logits, false, &err)) { cli_fail("generate", "%s", err.msg); goto done; }
     for (size_t i = 0; i < n_prompt; i++) br_sampler_accept(smp, prompt_ids[i]);
+    /* The prompt goes through the same streaming decoder as the output, so the output's first piece is
+     * decoded as the continuation it is (its leading space kept), and prompt + output = the sequence. */
+    if (detok) {
+        if (color && echo) fputs("\033[33m", stdout);
+        for (size_t i = 0; i < n_prompt; i++) {
+            const char *piece;
+            size_t plen;
+            if (br_detok_push(detok, prompt_ids[i], &piece, &plen, &err)) { cli_fail("generate", "%s", err.msg); goto done; }
+            if (echo) fwrite(piece, 1, plen, stdout);
+        }
+        if (color && echo) fputs("\033[0m", stdout);
+        fflush(stdout);
+    }
     double t1 = cli_now();
     int32_t eos = tok ? br_tok_eos(tok) : -1;
     long n_gen = 0;
-    for (; n_gen < n_predict; n_gen++) {
+    for (; n_gen < n_predict && !g_interrupted; n_gen++) {
         /* A model may have more embedding rows than its tokenizer has pieces (padding rows):
          * those ids can be neither printed nor meant, so they are never sampled. */
         if (tok)
             for (uint32_t v = (uint32_t)br_tok_n_vocab(tok); v < m.hp.n_vocab; v++) logits[v] = -INFINITY;
+        if (ignore_eos && eos >= 0 && (uint32_t)eos < m.hp.n_vocab) logits[eos] = -INFINITY;
         int32_t next = br_sampler_sample(smp, logits);
         if (next == eos) break;
         br_sampler_accept(smp, next);
+        bool stop = false;
         if (detok) {
             const char *piece;
             size_t plen;
             if (br_detok_push(detok, next, &piece, &plen, &err)) { cli_fail("generate", "%s", err.msg); goto done; }
             fwrite(piece, 1, plen, stdout);
+            if (a.n_all[CLI_REVERSE_PROMPT] && plen) {
+                /* keep the last bytes of output, enough for any reverse prompt to be seen across pieces */
+                if (plen >= sizeof tail) {
+                    memcpy(tail, piece + plen - sizeof tail, sizeof tail);
+                    n_tail = sizeof tail;
+                } else {
+                    if (n_tail + plen > sizeof tail) {
+                        size_t drop = n_tail + plen - sizeof tail;
+                        memmove(tail, tail + drop, n_tail - drop);
+                        n_tail -= drop;
+                    }
+                    memcpy(tail + n_tail, piece, plen);
+                    n_tail += plen;
+                }
+                stop = hit_reverse(&a, tail, n_tail, plen);
+            }
         } else {
             printf("%s%d", n_gen ? " " : "", next);
         }
         fflush(stdout);
+        if (stop) { n_gen++; break; }
         if (n_gen + 1 < n_predict && br_ctx_eval(ctx, &next, 1, logits, false, &err)) {
             cli_fail("generate", "%s", err.msg);
             goto done;
@@ -162,11 +256,13 @@ int cmd_generate(int argc, char **argv) {
     printf("\n");
     fflush(stdout);
     double t2 = cli_now();
-    fprintf(stderr, "braid: prompt %zu tokens in %.3f s (%.1f tok/s); generated %ld tokens in %.3f s (%.1f tok/s)\n",
-            n_prompt, t1 - t0, (double)n_prompt / (t1 - t0 > 0 ? t1 - t0 : 1e-9), n_gen, t2 - t1,
-            (double)n_gen / (t2 - t1 > 0 ? t2 - t1 : 1e-9));
-    rc = 0;
+    if (!cli_quiet())
+        fprintf(stderr, "braid: prompt %zu tokens in %.3f s (%.1f tok/s); generated %ld tokens in %.3f s (%.1f tok/s)%s\n",
+                n_prompt, t1 - t0, (double)n_prompt / (t1 - t0 > 0 ? t1 - t0 : 1e-9), n_gen, t2 - t1,
+                (double)n_gen / (t2 - t1 > 0 ? t2 - t1 : 1e-9), g_interrupted ? "; interrupted" : "");
+    rc = g_interrupted ? 130 : 0;
 done:
+    if (handler) sigaction(SIGINT, &old_int, NULL);
     free(logits);
     free(prompt_ids);
     free(text);
