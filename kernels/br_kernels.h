@@ -62,11 +62,14 @@ float br_k_softplus(float x);
 /* --- attention --- */
 /* Causal attention of one head for n queries at positions pos0 .. pos0+n-1. Keys and values for
  * positions 0 .. pos0+n-1 live in blocks of `block` rows (row stride ldkv); this head's columns
- * start kv_off floats into each row. q is n x hd (row stride ldq), out is n x hd (row stride ldo).
+ * start kv_off floats into each row. With window W > 0 the query at position i sees only keys
+ * i-W+1 .. i, and blocks wholly before pos0-W+1 are never touched (they may be NULL).
+ * q is n x hd (row stride ldq), out is n x hd (row stride ldo).
  * scratch holds br_k_attn_scratch_floats(n, block, hd) floats. */
 size_t br_k_attn_scratch_floats(int n, int block, int hd);
 void br_k_attn_head(float *out, int ldo, const float *q, int ldq, float *const *k_blocks, float *const *v_blocks,
-                    size_t kv_off, int ldkv, int block, int n, int pos0, int hd, float scale, float *scratch);
+                    size_t kv_off, int ldkv, int block, int n, int pos0, int window, int hd, float scale,
+                    float *scratch);
 
 /* --- Mamba pieces --- */
 /* Causal depthwise conv over a chunk: x is T x d (row stride ldx), win holds the last (k-1) inputs

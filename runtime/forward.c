@@ -1,26 +1,27 @@
-/* The Jamba forward pass over a chunk of tokens, one function per block, and the per-sequence
- * context that owns the state it carries (KV blocks for attention, conv + scan state for Mamba). */
+/* The Jamba forward pass over one step of a batch, one function per block. A step holds rows of one
+ * or more sequences; the sequences' state (state.c) is read and written through the pointers it owns. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
-#include "model.h"
+#include "state_internal.h"
 
-typedef struct br_ssm_state {
-    float *conv; /* (d_conv-1) x d_inner: the inputs before the next token, oldest first */
-    float *h;    /* d_inner x d_state */
-} br_ssm_state;
+/* One sequence's rows within a step: rows [row, row + n) of the scratch, at positions n_past ... */
+typedef struct br_slice {
+    br_seq *seq;
+    int row, n, n_past;
+} br_slice;
 
 struct br_ctx {
     const br_model *m;
     br_ctx_params p;
     br_pool *pool;
-    int n_past;
-    br_kv *kv;          /* per layer (empty for Mamba layers) */
-    br_ssm_state *ssm;  /* per layer (empty for attention layers) */
-    float *state_block; /* all SSM state, one allocation */
-    /* scratch for one chunk of up to n_batch tokens */
+    br_store *store;
+    /* the step being computed */
+    br_slice *sl;
+    int n_sl;
+    /* scratch for one step of up to n_batch rows */
     float *x, *xn, *t_out;        /* B x E */
     float *xz;                    /* B x 2*Din */
     float *xc, *delta, *y;        /* B x Din */
@@ -32,17 +33,21 @@ struct br_ctx {
     int *sel;                     /* B x n_expert_used: chosen experts */
     float *selw;                  /* B x n_expert_used: their weights */
     float *xe, *ge, *ue, *de;     /* gathered rows for one expert: B x E, B x F, B x F, B x E */
-    int *rows_e;                  /* B: which chunk rows go to the expert */
+    int *rows_e;                  /* B: which step rows go to the expert */
     float *wts_e;                 /* B */
+    float *lg;                    /* B x n_vocab: logits of the rows that want them */
+    int *lg_rows;                 /* B: which step rows those are */
     uint64_t scratch_bytes;
 };
 
 br_ctx_params br_ctx_default_params(void) {
-    br_ctx_params p = {4096, 64, 0};
+    br_ctx_params p = {64, 0};
     return p;
 }
 
-static uint32_t kv_dim(const br_model *m, const br_layer *ly) { return ly->n_head_kv * (m->hp.n_embd / m->hp.n_head); }
+const br_model *br_ctx_model(const br_ctx *c) { return c->m; }
+int br_ctx_n_threads(const br_ctx *c) { return br_pool_size(c->pool); }
+br_store *br_ctx_store(br_ctx *c) { return c->store; }
 
 /* Scratch is written through once here so that the bytes we account for are resident, as the OS
  * counts them (calloc of a large block maps zero pages lazily). */
@@ -56,9 +61,7 @@ static void *scratch(br_ctx *c, size_t n_floats) {
 
 br_status br_ctx_init(br_ctx **out, const br_model *m, br_ctx_params p, br_err *err) {
     const br_hparams *hp = &m->hp;
-    if (p.n_ctx < 1) return br_err_set(err, BR_EINVAL, "context size must be at least 1 (got %d)", p.n_ctx);
     if (p.n_batch < 1) p.n_batch = 64;
-    if (p.n_batch > p.n_ctx) p.n_batch = p.n_ctx;
     if (p.n_threads < 1) {
         long n = sysconf(_SC_NPROCESSORS_ONLN);
         p.n_threads = n > 0 ? (int)n : 1;
@@ -68,25 +71,16 @@ br_status br_ctx_init(br_ctx **out, const br_model *m, br_ctx_params p, br_err *
     c->m = m;
     c->p = p;
     if (br_pool_init(&c->pool, p.n_threads)) { free(c); return br_err_set(err, BR_ENOMEM, "cannot start threads"); }
-    c->kv = calloc(hp->n_layer, sizeof *c->kv);
-    c->ssm = calloc(hp->n_layer, sizeof *c->ssm);
-    uint64_t per = (uint64_t)hp->d_inner * (hp->d_conv - 1 + hp->d_state);
+    c->store = br_store_new(m);
+    c->sl = calloc((size_t)p.n_batch, sizeof *c->sl);
+    c->lg_rows = calloc((size_t)p.n_batch, sizeof *c->lg_rows);
+    if (!c->store || !c->sl || !c->lg_rows) goto oom;
     uint32_t kvmax = 0;
     bool any_moe = false;
     for (uint32_t i = 0; i < hp->n_layer; i++) {
-        if (m->layers[i].mixer == BR_MIX_ATTN && kv_dim(m, &m->layers[i]) > kvmax) kvmax = kv_dim(m, &m->layers[i]);
+        if (m->layers[i].mixer == BR_MIX_ATTN && br_kv_dim(m, &m->layers[i]) > kvmax) kvmax = br_kv_dim(m, &m->layers[i]);
         any_moe |= m->layers[i].moe;
     }
-    uint64_t state_bytes = br_model_ssm_state_bytes(m);
-    c->state_block = calloc(state_bytes ? state_bytes : 1, 1);
-    if (!c->kv || !c->ssm || !c->state_block) goto oom;
-    float *sp = c->state_block;
-    for (uint32_t i = 0; i < hp->n_layer; i++)
-        if (m->layers[i].mixer == BR_MIX_MAMBA) {
-            c->ssm[i].conv = sp;
-            c->ssm[i].h = sp + (size_t)(hp->d_conv - 1) * hp->d_inner;
-            sp += per;
-        }
 
     size_t B = (size_t)p.n_batch, E = hp->n_embd, Di = hp->d_inner, F = hp->n_ff;
     size_t R = hp->dt_rank, S = hp->d_state, NE = hp->n_expert, K = hp->n_expert_used;
@@ -103,6 +97,7 @@ br_status br_ctx_init(br_ctx **out, const br_model *m, br_ctx_params p, br_err *
     c->k = scratch(c, B * kvmax);
     c->v = scratch(c, B * kvmax);
     c->att = scratch(c, B * E);
+    c->lg = scratch(c, B * hp->n_vocab);
     /* Attention's per-thread scratch is reserved now so the hot path never fails to get it. */
     for (int t = 0; t < br_pool_size(c->pool); t++) {
         size_t need = br_k_attn_scratch_floats(p.n_batch, BR_KV_BLOCK, (int)(E / hp->n_head)) * sizeof(float);
@@ -125,97 +120,42 @@ br_status br_ctx_init(br_ctx **out, const br_model *m, br_ctx_params p, br_err *
         if (!c->route || !c->selw || !c->sel || !c->xe || !c->ge || !c->ue || !c->de || !c->rows_e || !c->wts_e) goto oom;
     }
     if (!c->x || !c->xn || !c->t_out || !c->xz || !c->xc || !c->delta || !c->y || !c->dbc || !c->dtn || !c->q ||
-        !c->k || !c->v || !c->att || !c->g || !c->u)
+        !c->k || !c->v || !c->att || !c->g || !c->u || !c->lg)
         goto oom;
     *out = c;
     return BR_OK;
 oom:
     br_ctx_free(c);
-    return br_err_set(err, BR_ENOMEM, "out of memory creating a context (n_ctx %d, n_batch %d)", p.n_ctx, p.n_batch);
+    return br_err_set(err, BR_ENOMEM, "out of memory creating a context (n_batch %d)", p.n_batch);
 }
 
 void br_ctx_free(br_ctx *c) {
     if (!c) return;
-    if (c->kv)
-        for (uint32_t i = 0; i < c->m->hp.n_layer; i++) {
-            for (int b = 0; b < c->kv[i].n_blocks; b++) {
-                free(c->kv[i].k_blocks[b]);
-                free(c->kv[i].v_blocks[b]);
-            }
-            free(c->kv[i].k_blocks);
-            free(c->kv[i].v_blocks);
-        }
-    free(c->kv);
-    free(c->ssm);
-    free(c->state_block);
     float *bufs[] = {c->x, c->xn, c->t_out, c->xz, c->xc, c->delta, c->y, c->dbc, c->dtn, c->q, c->k, c->v,
-                     c->att, c->g, c->u, c->route, c->selw, c->xe, c->ge, c->ue, c->de, c->wts_e};
+                     c->att, c->g, c->u, c->route, c->selw, c->xe, c->ge, c->ue, c->de, c->wts_e, c->lg};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
     free(c->sel);
     free(c->rows_e);
+    free(c->sl);
+    free(c->lg_rows);
+    br_store_unref(c->store);
     br_pool_free(c->pool);
     free(c);
 }
 
-void br_ctx_reset(br_ctx *c) {
-    memset(c->state_block, 0, (size_t)br_model_ssm_state_bytes(c->m));
-    c->n_past = 0;
-}
-
-int br_ctx_n_past(const br_ctx *c) { return c->n_past; }
-
 br_mem br_ctx_mem(const br_ctx *c) {
     br_mem r = {0};
-    const br_model *m = c->m;
-    r.weights = br_model_weight_bytes(m);
-    r.ssm = br_model_ssm_state_bytes(m);
-    for (uint32_t i = 0; i < m->hp.n_layer; i++)
-        if (m->layers[i].mixer == BR_MIX_ATTN) {
-            uint64_t per_tok = 2ull * kv_dim(m, &m->layers[i]) * sizeof(float);
-            r.kv += (uint64_t)c->kv[i].n_blocks * BR_KV_BLOCK * per_tok;
-            r.kv_used += (uint64_t)c->n_past * per_tok;
-        }
+    r.weights = br_model_weight_bytes(c->m);
+    r.kv = c->store->kv_bytes;
+    r.kv_used = c->store->kv_used_bytes;
+    r.ssm = c->store->ssm_bytes;
+    r.snapshots = c->store->snap_bytes;
+    r.n_seqs = c->store->n_seqs;
     r.scratch = c->scratch_bytes + br_pool_scratch_bytes(c->pool);
     return r;
 }
 
-/* Makes room in every attention layer's cache for positions below n_tokens. */
-static br_status kv_reserve(br_ctx *c, int n_tokens, br_err *err) {
-    int need = (n_tokens + BR_KV_BLOCK - 1) / BR_KV_BLOCK;
-    for (uint32_t i = 0; i < c->m->hp.n_layer; i++) {
-        const br_layer *ly = &c->m->layers[i];
-        if (ly->mixer != BR_MIX_ATTN) continue;
-        br_kv *kv = &c->kv[i];
-        size_t blk = (size_t)BR_KV_BLOCK * kv_dim(c->m, ly) * sizeof(float);
-        if (need > kv->cap_blocks) {
-            int cap = kv->cap_blocks ? kv->cap_blocks : 4;
-            while (cap < need) cap *= 2;
-            float **kb = realloc(kv->k_blocks, (size_t)cap * sizeof *kb);
-            if (kb) kv->k_blocks = kb;
-            float **vb = realloc(kv->v_blocks, (size_t)cap * sizeof *vb);
-            if (vb) kv->v_blocks = vb;
-            if (!kb || !vb) return br_err_set(err, BR_ENOMEM, "out of memory growing the KV cache");
-            kv->cap_blocks = cap;
-        }
-        while (kv->n_blocks < need) {
-            float *kbk = malloc(blk), *vbk = malloc(blk);
-            if (!kbk || !vbk) {
-                free(kbk);
-                free(vbk);
-                return br_err_set(err, BR_ENOMEM, "out of memory growing the KV cache to %d tokens", n_tokens);
-            }
-            /* touched now, so accounting and RSS agree from the moment a block exists */
-            memset(kbk, 0, blk);
-            memset(vbk, 0, blk);
-            kv->k_blocks[kv->n_blocks] = kbk;
-            kv->v_blocks[kv->n_blocks] = vbk;
-            kv->n_blocks++;
-        }
-    }
-    return BR_OK;
-}
-
-static float *kv_row(float **blocks, int pos, uint32_t dim) {
+static float *kv_row(float *const *blocks, int pos, uint32_t dim) {
     return blocks[pos / BR_KV_BLOCK] + (size_t)(pos % BR_KV_BLOCK) * dim;
 }
 
@@ -228,45 +168,60 @@ static void matmul(br_ctx *c, float *y, const float *x, br_mat w, int n) {
 typedef struct {
     br_ctx *c;
     const br_layer *ly;
-    br_kv *kv;
-    int n, n_past;
+    uint32_t il;
 } attn_job;
 
-/* One query head over every chunk token: blockwise causal attention on BLAS. */
-static void attn_task(void *ctx, int h, int n_tasks, int thread) {
+/* One query head of one sequence over its rows of the step: blockwise causal attention on BLAS. */
+static void attn_task(void *ctx, int task, int n_tasks, int thread) {
     (void)n_tasks;
     attn_job *j = ctx;
-    const br_hparams *hp = &j->c->m->hp;
+    br_ctx *c = j->c;
+    const br_hparams *hp = &c->m->hp;
+    int h = task % (int)hp->n_head;
+    const br_slice *sl = &c->sl[task / (int)hp->n_head];
+    const br_seq_kv *kv = &sl->seq->kv[j->il];
     int hd = (int)(hp->n_embd / hp->n_head), group = (int)(hp->n_head / j->ly->n_head_kv), kvh = h / group;
-    float *scr = br_pool_scratch(j->c->pool, thread, br_k_attn_scratch_floats(j->n, BR_KV_BLOCK, hd) * sizeof(float));
-    br_k_attn_head(j->c->att + (size_t)h * hd, (int)hp->n_embd, j->c->q + (size_t)h * hd, (int)hp->n_embd,
-                   j->kv->k_blocks, j->kv->v_blocks, (size_t)kvh * hd, (int)kv_dim(j->c->m, j->ly), BR_KV_BLOCK, j->n,
-                   j->n_past, hd, 1.0f / sqrtf((float)hd), scr);
+    size_t off = (size_t)sl->row * hp->n_embd + (size_t)h * hd;
+    float *scr = br_pool_scratch(c->pool, thread, br_k_attn_scratch_floats(sl->n, BR_KV_BLOCK, hd) * sizeof(float));
+    br_k_attn_head(c->att + off, (int)hp->n_embd, c->q + off, (int)hp->n_embd, kv->k, kv->v, (size_t)kvh * hd,
+                   (int)br_kv_dim(c->m, j->ly), BR_KV_BLOCK, sl->n, sl->n_past, sl->seq->p.attn_window, hd,
+                   1.0f / sqrtf((float)hd), scr);
 }
 
-static void attention_block(br_ctx *c, const br_layer *ly, br_kv *kv, int n) {
+static void attention_block(br_ctx *c, const br_layer *ly, uint32_t il, int n) {
     const br_hparams *hp = &c->m->hp;
-    uint32_t dim = kv_dim(c->m, ly);
+    uint32_t dim = br_kv_dim(c->m, ly);
     matmul(c, c->q, c->xn, ly->wq, n);
     matmul(c, c->k, c->xn, ly->wk, n);
     matmul(c, c->v, c->xn, ly->wv, n);
-    for (int i = 0; i < n; i++) {
-        memcpy(kv_row(kv->k_blocks, c->n_past + i, dim), c->k + (size_t)i * dim, dim * sizeof(float));
-        memcpy(kv_row(kv->v_blocks, c->n_past + i, dim), c->v + (size_t)i * dim, dim * sizeof(float));
+    /* each sequence's new keys and values go into its own blocks */
+    for (int si = 0; si < c->n_sl; si++) {
+        const br_slice *sl = &c->sl[si];
+        const br_seq_kv *kv = &sl->seq->kv[il];
+        for (int i = 0; i < sl->n; i++) {
+            size_t r = (size_t)(sl->row + i) * dim;
+            memcpy(kv_row(kv->k, sl->n_past + i, dim), c->k + r, dim * sizeof(float));
+            memcpy(kv_row(kv->v, sl->n_past + i, dim), c->v + r, dim * sizeof(float));
+        }
     }
-    attn_job j = {c, ly, kv, n, c->n_past};
-    br_pool_run(c->pool, attn_task, &j, (int)hp->n_head);
+    attn_job j = {c, ly, il};
+    br_pool_run(c->pool, attn_task, &j, c->n_sl * (int)hp->n_head);
     matmul(c, c->t_out, c->att, ly->wo, n);
 }
 
 /* --- Mamba ------------------------------------------------------------------------- */
 
-static void mamba_block(br_ctx *c, const br_layer *ly, br_ssm_state *st, int n) {
+static void mamba_block(br_ctx *c, const br_layer *ly, uint32_t il, int n) {
     const br_hparams *hp = &c->m->hp;
     int Di = (int)hp->d_inner, R = (int)hp->dt_rank, S = (int)hp->d_state, W = R + 2 * S;
     /* in_proj: x (first d_inner) and the gate z (second d_inner) */
     matmul(c, c->xz, c->xn, ly->ssm_in, n);
-    br_k_conv_silu(c->xc, c->xz, 2 * Di, st->conv, ly->conv_w, ly->conv_b, n, Di, (int)hp->d_conv);
+    /* the causal conv runs along each sequence over its own window */
+    for (int si = 0; si < c->n_sl; si++) {
+        const br_slice *sl = &c->sl[si];
+        br_k_conv_silu(c->xc + (size_t)sl->row * Di, c->xz + (size_t)sl->row * 2 * Di, 2 * Di, sl->seq->conv[il],
+                       ly->conv_w, ly->conv_b, sl->n, Di, (int)hp->d_conv);
+    }
     /* x_proj -> (dt, B, C), each RMS-normed as Jamba does */
     matmul(c, c->dbc, c->xc, ly->ssm_x, n);
     for (int t = 0; t < n; t++) {
@@ -282,7 +237,13 @@ static void mamba_block(br_ctx *c, const br_layer *ly, br_ssm_state *st, int n) 
             float *d = &c->delta[(size_t)t * Di + i];
             *d = br_k_softplus(*d + ly->dt_b[i]);
         }
-    br_k_ssm_scan(c->pool, c->y, st->h, c->xc, c->delta, ly->A, c->dbc + R, c->dbc + R + S, W, ly->D, n, Di, S);
+    /* the selective scan, each sequence from its own state */
+    for (int si = 0; si < c->n_sl; si++) {
+        const br_slice *sl = &c->sl[si];
+        size_t r = (size_t)sl->row;
+        br_k_ssm_scan(c->pool, c->y + r * Di, sl->seq->h[il], c->xc + r * Di, c->delta + r * Di, ly->A,
+                      c->dbc + r * W + R, c->dbc + r * W + R + S, W, ly->D, sl->n, Di, S);
+    }
     /* gate with silu(z), then out_proj */
     for (int t = 0; t < n; t++)
         for (int i = 0; i < Di; i++) c->y[(size_t)t * Di + i] *= br_k_silu(c->xz[(size_t)t * 2 * Di + Di + i]);
@@ -357,20 +318,23 @@ static void rmsnorm_rows(float *out, const float *x, const float *w, int n, int 
     for (int t = 0; t < n; t++) br_k_rmsnorm(out + (size_t)t * dim, x + (size_t)t * dim, w, dim, eps);
 }
 
-/* One chunk of n <= n_batch tokens through every layer the plan lists. */
-static void forward_chunk(br_ctx *c, const int32_t *tokens, int n, float *logits, bool all_logits) {
+/* One step: the n rows of the slices in c->sl through every layer the plan lists, then the LM head for
+ * the n_lg rows listed in c->lg_rows (into c->lg). */
+static void forward_step(br_ctx *c, const int32_t *const *tokens, int n, int n_lg) {
     const br_model *m = c->m;
     const br_hparams *hp = &m->hp;
     int E = (int)hp->n_embd;
     size_t row = (size_t)E * br_wtype_size(m->tok_embd.type);
-    for (int t = 0; t < n; t++)
-        br_k_to_f32(m->tok_embd.type, (const uint8_t *)m->tok_embd.data + (size_t)tokens[t] * row, c->x + (size_t)t * E, E);
+    for (int si = 0; si < c->n_sl; si++)
+        for (int t = 0; t < c->sl[si].n; t++)
+            br_k_to_f32(m->tok_embd.type, (const uint8_t *)m->tok_embd.data + (size_t)tokens[si][t] * row,
+                        c->x + (size_t)(c->sl[si].row + t) * E, E);
 
     for (uint32_t il = 0; il < hp->n_layer; il++) {
         const br_layer *ly = &m->layers[il];
         rmsnorm_rows(c->xn, c->x, ly->attn_norm, n, E, hp->rms_eps);
-        if (ly->mixer == BR_MIX_ATTN) attention_block(c, ly, &c->kv[il], n);
-        else mamba_block(c, ly, &c->ssm[il], n);
+        if (ly->mixer == BR_MIX_ATTN) attention_block(c, ly, il, n);
+        else mamba_block(c, ly, il, n);
         add(c->x, c->t_out, (size_t)n * E);
 
         rmsnorm_rows(c->xn, c->x, ly->ffn_norm, n, E, hp->rms_eps);
@@ -379,33 +343,85 @@ static void forward_chunk(br_ctx *c, const int32_t *tokens, int n, float *logits
         add(c->x, c->t_out, (size_t)n * E);
     }
 
-    if (!logits) return;
-    /* Only the rows whose logits are wanted go through the LM head. */
-    int first = all_logits ? 0 : n - 1, rows = n - first;
-    rmsnorm_rows(c->xn, c->x + (size_t)first * E, m->output_norm, rows, E, hp->rms_eps);
-    matmul(c, logits, c->xn, m->output, rows);
+    if (!n_lg) return;
+    /* Only the rows whose logits are wanted go through the LM head, all in one product. */
+    for (int i = 0; i < n_lg; i++)
+        br_k_rmsnorm(c->xn + (size_t)i * E, c->x + (size_t)c->lg_rows[i] * E, m->output_norm, E, hp->rms_eps);
+    matmul(c, c->lg, c->xn, m->output, n_lg);
 }
 
-br_status br_ctx_eval(br_ctx *c, const int32_t *tokens, int n, float *logits, bool all_logits, br_err *err) {
+br_status br_ctx_decode(br_ctx *c, const br_batch_item *items, int n_items, br_err *err) {
     const br_hparams *hp = &c->m->hp;
-    if (n < 1) return br_err_set(err, BR_EINVAL, "no tokens to evaluate");
-    for (int i = 0; i < n; i++)
-        if (tokens[i] < 0 || (uint32_t)tokens[i] >= hp->n_vocab)
-            return br_err_set(err, BR_EINVAL, "token id %d is outside the vocabulary (0..%u)", tokens[i], hp->n_vocab - 1);
-    if (n > c->p.n_ctx - c->n_past)
-        return br_err_set(err, BR_ECTX, "context full: %d tokens + %d new exceed the context size %d", c->n_past, n,
-                          c->p.n_ctx);
-    br_status st = kv_reserve(c, c->n_past + n, err);
-    if (st) return st;
-    for (int done = 0; done < n;) {
-        int k = n - done < c->p.n_batch ? n - done : c->p.n_batch;
-        bool last = done + k == n;
-        float *out = NULL;
-        if (logits && all_logits) out = logits + (size_t)done * hp->n_vocab;
-        else if (logits && last) out = logits;
-        forward_chunk(c, tokens + done, k, out, all_logits);
-        c->n_past += k;
-        done += k;
+    if (n_items < 1) return br_err_set(err, BR_EINVAL, "empty batch");
+    for (int b = 0; b < n_items; b++) {
+        const br_batch_item *it = &items[b];
+        if (!it->seq) return br_err_set(err, BR_EINVAL, "batch item %d has no sequence", b);
+        if (it->seq->m != c->m) return br_err_set(err, BR_EINVAL, "batch item %d belongs to another model", b);
+        if (it->n < 1) return br_err_set(err, BR_EINVAL, "no tokens to evaluate");
+        for (int j = 0; j < b; j++)
+            if (items[j].seq == it->seq) return br_err_set(err, BR_EINVAL, "a sequence appears twice in one batch");
+        for (int i = 0; i < it->n; i++)
+            if (it->tokens[i] < 0 || (uint32_t)it->tokens[i] >= hp->n_vocab)
+                return br_err_set(err, BR_EINVAL, "token id %d is outside the vocabulary (0..%u)", it->tokens[i],
+                                  hp->n_vocab - 1);
+        if (it->n > it->seq->p.n_ctx - it->seq->n_past)
+            return br_err_set(err, BR_ECTX, "context full: %d tokens + %d new exceed the context size %d",
+                              it->seq->n_past, it->n, it->seq->p.n_ctx);
+    }
+    /* Rows and blocks for everything up front: a failure here changes no sequence's tokens or state. */
+    for (int b = 0; b < n_items; b++) {
+        br_status st = br_seq_prepare(items[b].seq, items[b].n, err);
+        if (st) return st;
+    }
+    /* Steps of at most n_batch rows, taken from the items in order; an item longer than what is left of
+     * a step continues in the next. */
+    int done[n_items];
+    const int32_t *toks[c->p.n_batch];
+    memset(done, 0, sizeof done);
+    for (int next = 0; next < n_items;) {
+        int rows = 0, n_lg = 0;
+        c->n_sl = 0;
+        for (int b = next; b < n_items && rows < c->p.n_batch; b++) {
+            const br_batch_item *it = &items[b];
+            int k = it->n - done[b];
+            if (k > c->p.n_batch - rows) k = c->p.n_batch - rows;
+            br_slice *sl = &c->sl[c->n_sl];
+            sl->seq = it->seq;
+            sl->row = rows;
+            sl->n = k;
+            sl->n_past = it->seq->n_past;
+            toks[c->n_sl++] = it->tokens + done[b];
+            if (it->logits && it->all_logits)
+                for (int i = 0; i < k; i++) c->lg_rows[n_lg++] = rows + i;
+            else if (it->logits && done[b] + k == it->n)
+                c->lg_rows[n_lg++] = rows + k - 1;
+            rows += k;
+        }
+        forward_step(c, toks, rows, n_lg);
+        /* hand out logits and advance each sequence by what it took */
+        int lg = 0;
+        for (int si = 0; si < c->n_sl; si++) {
+            const br_slice *sl = &c->sl[si];
+            int b = next + si;
+            const br_batch_item *it = &items[b];
+            size_t V = hp->n_vocab;
+            if (it->logits && it->all_logits) {
+                memcpy(it->logits + (size_t)done[b] * V, c->lg + (size_t)lg * V, (size_t)sl->n * V * sizeof(float));
+                lg += sl->n;
+            } else if (it->logits && done[b] + sl->n == it->n) {
+                memcpy(it->logits, c->lg + (size_t)lg * V, V * sizeof(float));
+                lg++;
+            }
+            br_seq_advance(sl->seq, toks[si], sl->n);
+            done[b] += sl->n;
+        }
+        while (next < n_items && done[next] == items[next].n) next++;
     }
     return BR_OK;
+}
+
+br_status br_ctx_eval(br_ctx *c, br_seq *s, const int32_t *tokens, int n, float *logits, bool all_logits,
+                      br_err *err) {
+    br_batch_item it = {s, tokens, n, logits, all_logits};
+    return br_ctx_decode(c, &it, 1, err);
 }

@@ -83,42 +83,54 @@ uint64_t br_model_weight_bytes(const br_model *m);
 /* A mat of one expert out of a stacked MoE mat. */
 br_mat br_mat_expert(br_mat m, int e);
 
-/* --- running a sequence ------------------------------------------------------------ */
+/* --- running sequences ---------------------------------------------------------------- */
 
-/* KV cache: grows in blocks of BR_KV_BLOCK tokens as the context fills, up to n_ctx. */
-#define BR_KV_BLOCK 256
-
-typedef struct br_kv {
-    float **k_blocks, **v_blocks; /* each block: BR_KV_BLOCK x (n_head_kv*head_dim) */
-    int n_blocks, cap_blocks;
-} br_kv;
-
+/* The compute side: scratch for one step of up to n_batch rows and the thread pool. It holds no
+ * sequence state (see state.h) and serves any number of sequences, one step at a time. */
 typedef struct br_ctx_params {
-    int n_ctx;        /* max tokens in the sequence */
-    int n_batch;      /* prefill chunk size */
-    int n_threads;
+    int n_batch;      /* rows (tokens, over all sequences) per forward step */
+    int n_threads;    /* 0: one per online CPU */
 } br_ctx_params;
 
 br_ctx_params br_ctx_default_params(void);
 
 typedef struct br_ctx br_ctx;
+typedef struct br_seq br_seq;
 
 br_status br_ctx_init(br_ctx **ctx, const br_model *m, br_ctx_params p, br_err *err);
+/* Sequences made from ctx may be freed before or after it. */
 void br_ctx_free(br_ctx *ctx);
-/* Forgets the sequence: zeroes the SSM states and empties the KV cache (blocks are kept). */
-void br_ctx_reset(br_ctx *ctx);
-int br_ctx_n_past(const br_ctx *ctx);
-/* Feeds n tokens after those already seen. logits receives n_vocab floats for the last token,
- * or for every token (n x n_vocab) when all_logits; it may be NULL. */
-br_status br_ctx_eval(br_ctx *ctx, const int32_t *tokens, int n, float *logits, bool all_logits, br_err *err);
+const br_model *br_ctx_model(const br_ctx *ctx);
+int br_ctx_n_threads(const br_ctx *ctx);
 
-/* Memory accounting, in bytes, as the runtime holds it now. */
+/* One sequence's part of a batch: n tokens appended after those it holds. logits receives n_vocab floats
+ * for its last token, or n x n_vocab when all_logits; it may be NULL. */
+typedef struct br_batch_item {
+    br_seq *seq;
+    const int32_t *tokens;
+    int n;
+    float *logits;
+    bool all_logits;
+} br_batch_item;
+
+/* Evaluates a batch that mixes sequences (prefill chunks for some, one decode token for others) in
+ * steps of at most n_batch rows; each weight matrix is read once per step for all rows. Every item is
+ * checked (token ids, context room, one item per sequence) before any state changes. */
+br_status br_ctx_decode(br_ctx *ctx, const br_batch_item *items, int n_items, br_err *err);
+/* The batch of one. */
+br_status br_ctx_eval(br_ctx *ctx, br_seq *s, const int32_t *tokens, int n, float *logits, bool all_logits,
+                      br_err *err);
+
+/* Memory accounting, in bytes, over the context and every live sequence made from it. A KV block shared
+ * by forks or snapshots is counted once. */
 typedef struct br_mem {
     uint64_t weights;     /* mapped file bytes of tensors */
     uint64_t kv;          /* KV blocks allocated */
     uint64_t kv_used;     /* KV bytes holding tokens */
-    uint64_t ssm;         /* conv windows + SSM states */
+    uint64_t ssm;         /* conv windows + SSM states of the live sequences */
+    uint64_t snapshots;   /* Mamba-state copies held by snapshots (their KV blocks are in kv) */
     uint64_t scratch;     /* activations and per-thread buffers */
+    int n_seqs;
 } br_mem;
 br_mem br_ctx_mem(const br_ctx *ctx);
 

@@ -20,6 +20,7 @@
 #include "gguf.h"
 #include "json.h"
 #include "model.h"
+#include "state.h"
 
 static char g_root[256];
 static const char *g_tok_model; /* tests/fixtures/tok/test.model, when it exists */
@@ -454,15 +455,19 @@ static void check_runs(const char *path) {
     if (br_model_load(&mdl, path, &err)) fail_msg("%s", err.msg);
     br_ctx *ctx;
     br_ctx_params p = br_ctx_default_params();
-    p.n_ctx = 16;
     p.n_threads = 1;
     assert_int_equal(br_ctx_init(&ctx, &mdl, p, &err), BR_OK);
+    br_seq *seq;
+    br_seq_params sq = br_seq_default_params();
+    sq.n_ctx = 16;
+    assert_int_equal(br_seq_init(&seq, ctx, sq, &err), BR_OK);
     int32_t toks[5] = {1, 7, 3, 9, 2};
     float *logits = malloc(5 * mdl.hp.n_vocab * sizeof *logits);
     assert_non_null(logits);
-    assert_int_equal(br_ctx_eval(ctx, toks, 5, logits, true, &err), BR_OK);
+    assert_int_equal(br_ctx_eval(ctx, seq, toks, 5, logits, true, &err), BR_OK);
     for (size_t i = 0; i < 5 * mdl.hp.n_vocab; i++) assert_true(isfinite(logits[i]));
     free(logits);
+    br_seq_free(seq);
     br_ctx_free(ctx);
     br_model_free(&mdl);
 }

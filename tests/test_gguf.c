@@ -13,6 +13,7 @@
 
 #include "gguf.h"
 #include "model.h"
+#include "state.h"
 #include "synth.h"
 
 static char g_dir[256];
@@ -66,14 +67,18 @@ static br_status load_and_run(const uint8_t *buf, size_t n, br_err *err) {
     if (st) return st;
     br_ctx *ctx;
     br_ctx_params p = br_ctx_default_params();
-    p.n_ctx = 8;
     p.n_threads = 1;
+    br_seq *seq = NULL;
+    br_seq_params sq = br_seq_default_params();
+    sq.n_ctx = 8;
     st = br_ctx_init(&ctx, &m, p, err);
+    if (!st && (st = br_seq_init(&seq, ctx, sq, err))) br_ctx_free(ctx);
     if (!st) {
         int32_t toks[3] = {1, 2, 3};
         float *logits = malloc(m.hp.n_vocab * sizeof(float));
-        st = br_ctx_eval(ctx, toks, 3, logits, false, err);
+        st = br_ctx_eval(ctx, seq, toks, 3, logits, false, err);
         free(logits);
+        br_seq_free(seq);
         br_ctx_free(ctx);
     }
     br_model_free(&m);
@@ -325,19 +330,23 @@ static void context_and_token_limits(void **s) {
     assert_int_equal(br_model_from_gguf(&m, &g, &err), BR_OK);
     br_ctx *ctx;
     br_ctx_params p = br_ctx_default_params();
-    p.n_ctx = 5;
     assert_int_equal(br_ctx_init(&ctx, &m, p, &err), BR_OK);
+    br_seq *seq;
+    br_seq_params sq = br_seq_default_params();
+    sq.n_ctx = 5;
+    assert_int_equal(br_seq_init(&seq, ctx, sq, &err), BR_OK);
     int32_t toks[6] = {1, 2, 3, 4, 5, 6};
-    assert_int_equal(br_ctx_eval(ctx, toks, 3, NULL, false, &err), BR_OK);
-    assert_int_equal(br_ctx_eval(ctx, toks, 3, NULL, false, &err), BR_ECTX);
+    assert_int_equal(br_ctx_eval(ctx, seq, toks, 3, NULL, false, &err), BR_OK);
+    assert_int_equal(br_ctx_eval(ctx, seq, toks, 3, NULL, false, &err), BR_ECTX);
     assert_non_null(strstr(err.msg, "context"));
     int32_t bad = (int32_t)m.hp.n_vocab;
-    assert_int_equal(br_ctx_eval(ctx, &bad, 1, NULL, false, &err), BR_EINVAL);
+    assert_int_equal(br_ctx_eval(ctx, seq, &bad, 1, NULL, false, &err), BR_EINVAL);
     bad = -1;
-    assert_int_equal(br_ctx_eval(ctx, &bad, 1, NULL, false, &err), BR_EINVAL);
-    assert_int_equal(br_ctx_n_past(ctx), 3);
-    br_ctx_reset(ctx);
-    assert_int_equal(br_ctx_eval(ctx, toks, 5, NULL, false, &err), BR_OK);
+    assert_int_equal(br_ctx_eval(ctx, seq, &bad, 1, NULL, false, &err), BR_EINVAL);
+    assert_int_equal(br_seq_n_past(seq), 3);
+    br_seq_reset(seq);
+    assert_int_equal(br_ctx_eval(ctx, seq, toks, 5, NULL, false, &err), BR_OK);
+    br_seq_free(seq);
     br_ctx_free(ctx);
     br_model_free(&m);
     free(b);
@@ -355,18 +364,22 @@ static void kv_cache_grows_in_blocks(void **s) {
     assert_int_equal(br_model_from_gguf(&m, &g, &err), BR_OK);
     br_ctx *ctx;
     br_ctx_params p = br_ctx_default_params();
-    p.n_ctx = 4 * BR_KV_BLOCK;
     assert_int_equal(br_ctx_init(&ctx, &m, p, &err), BR_OK);
+    br_seq *seq;
+    br_seq_params sq = br_seq_default_params();
+    sq.n_ctx = 4 * BR_KV_BLOCK;
+    assert_int_equal(br_seq_init(&seq, ctx, sq, &err), BR_OK);
     uint64_t per_tok = br_model_kv_bytes_per_token(&m);
     assert_int_equal(br_ctx_mem(ctx).kv, 0);
     int32_t *toks = calloc(BR_KV_BLOCK + 1, sizeof *toks);
-    assert_int_equal(br_ctx_eval(ctx, toks, 10, NULL, false, &err), BR_OK);
+    assert_int_equal(br_ctx_eval(ctx, seq, toks, 10, NULL, false, &err), BR_OK);
     assert_int_equal(br_ctx_mem(ctx).kv, (uint64_t)BR_KV_BLOCK * per_tok);
     assert_int_equal(br_ctx_mem(ctx).kv_used, 10 * per_tok);
-    assert_int_equal(br_ctx_eval(ctx, toks, BR_KV_BLOCK, NULL, false, &err), BR_OK);
+    assert_int_equal(br_ctx_eval(ctx, seq, toks, BR_KV_BLOCK, NULL, false, &err), BR_OK);
     assert_int_equal(br_ctx_mem(ctx).kv, 2ull * BR_KV_BLOCK * per_tok);
     assert_int_equal(br_ctx_mem(ctx).ssm, br_model_ssm_state_bytes(&m));
     free(toks);
+    br_seq_free(seq);
     br_ctx_free(ctx);
     br_model_free(&m);
     free(b);

@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "model.h"
+#include "state.h"
 #include "sample.h"
 
 /* The issue's bar: max |logit difference| <= 1e-3 with F32 weights. F16/BF16 files are read the
@@ -112,18 +113,21 @@ static double max_diff_rows(const float *a, const float *b, size_t rows, size_t 
 static void check_logits(int batch, int step, int threads, br_isa isa) {
     br_k_set_isa(isa);
     br_ctx_params p = br_ctx_default_params();
-    p.n_ctx = (int)(g_gold.n_tokens + g_gold.n_gen);
     p.n_batch = batch;
     p.n_threads = threads;
     br_ctx *ctx;
     br_err err = {0};
     assert_int_equal(br_ctx_init(&ctx, &g_model, p, &err), BR_OK);
+    br_seq *seq;
+    br_seq_params sp0 = br_seq_default_params();
+    sp0.n_ctx = (int)(g_gold.n_tokens + g_gold.n_gen);
+    assert_int_equal(br_seq_init(&seq, ctx, sp0, &err), BR_OK);
     size_t V = g_gold.n_vocab, T = g_gold.n_tokens;
     float *out = malloc(T * V * sizeof(float));
     assert_non_null(out);
     for (size_t t = 0; t < T; t += (size_t)step) {
         int k = (int)(T - t < (size_t)step ? T - t : (size_t)step);
-        assert_int_equal(br_ctx_eval(ctx, g_gold.tokens + t, k, out + t * V, true, &err), BR_OK);
+        assert_int_equal(br_ctx_eval(ctx, seq, g_gold.tokens + t, k, out + t * V, true, &err), BR_OK);
     }
     size_t worst = 0;
     double d = max_diff_rows(out, g_gold.logits, T, V, &worst);
@@ -133,6 +137,7 @@ static void check_logits(int batch, int step, int threads, br_isa isa) {
     print_message("batch %d step %d threads %d %s: max |logit diff| %.2e over %zu positions\n", batch, step, threads,
                   br_k_isa_name(isa), d, T);
     free(out);
+    br_seq_free(seq);
     br_ctx_free(ctx);
     br_k_set_isa(BR_ISA_AVX2);
 }
@@ -147,7 +152,6 @@ static void scalar_reference(void **s) { (void)s; check_logits(32, 50, 1, BR_ISA
 static void greedy_continuation(void **s) {
     (void)s;
     br_ctx_params p = br_ctx_default_params();
-    p.n_ctx = (int)(g_gold.n_tokens + g_gold.n_gen);
     br_ctx *ctx;
     br_sampler *smp;
     br_err err = {0};
@@ -155,16 +159,21 @@ static void greedy_continuation(void **s) {
     sp.temperature = 0;
     sp.repeat_penalty = 1;
     assert_int_equal(br_ctx_init(&ctx, &g_model, p, &err), BR_OK);
+    br_seq *seq;
+    br_seq_params sp0 = br_seq_default_params();
+    sp0.n_ctx = (int)(g_gold.n_tokens + g_gold.n_gen);
+    assert_int_equal(br_seq_init(&seq, ctx, sp0, &err), BR_OK);
     assert_int_equal(br_sampler_init(&smp, sp, (int)g_gold.n_vocab, &err), BR_OK);
     float *logits = malloc(g_gold.n_vocab * sizeof(float));
-    assert_int_equal(br_ctx_eval(ctx, g_gold.tokens, (int)g_gold.n_tokens, logits, false, &err), BR_OK);
+    assert_int_equal(br_ctx_eval(ctx, seq, g_gold.tokens, (int)g_gold.n_tokens, logits, false, &err), BR_OK);
     for (uint32_t i = 0; i < g_gold.n_gen; i++) {
         int32_t next = br_sampler_sample(smp, logits);
         if (next != g_gold.greedy[i]) fail_msg("greedy token %u: got %d, reference %d", i, next, g_gold.greedy[i]);
-        if (i + 1 < g_gold.n_gen) assert_int_equal(br_ctx_eval(ctx, &next, 1, logits, false, &err), BR_OK);
+        if (i + 1 < g_gold.n_gen) assert_int_equal(br_ctx_eval(ctx, seq, &next, 1, logits, false, &err), BR_OK);
     }
     free(logits);
     br_sampler_free(smp);
+    br_seq_free(seq);
     br_ctx_free(ctx);
 }
 

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "model.h"
+#include "state.h"
 #include "synth.h"
 
 /* Resident anonymous memory: what the process allocated. (VmRSS would also count the mapped weight
@@ -54,19 +55,22 @@ static void accounting_tracks_rss(void **s) {
 
     br_ctx *ctx;
     br_ctx_params cp = br_ctx_default_params();
-    cp.n_ctx = 4096;
     cp.n_threads = 2;
     assert_int_equal(br_ctx_init(&ctx, &m, cp, &err), BR_OK);
+    br_seq *seq;
+    br_seq_params sq = br_seq_default_params();
+    sq.n_ctx = 4096;
+    assert_int_equal(br_seq_init(&seq, ctx, sq, &err), BR_OK);
     int32_t toks[64];
     for (int i = 0; i < 64; i++) toks[i] = (i * 37) % (int)m.hp.n_vocab;
     /* The first 512 tokens touch every weight page, BLAS's buffers and every code path; growth is
      * measured from there. */
-    while (br_ctx_n_past(ctx) < 512) assert_int_equal(br_ctx_eval(ctx, toks, 64, NULL, false, &err), BR_OK);
+    while (br_seq_n_past(seq) < 512) assert_int_equal(br_ctx_eval(ctx, seq, toks, 64, NULL, false, &err), BR_OK);
     br_mem m0 = br_ctx_mem(ctx);
     uint64_t r0 = rss_bytes();
     const int marks[] = {1024, 2048, 4096};
     for (size_t k = 0; k < sizeof marks / sizeof marks[0]; k++) {
-        while (br_ctx_n_past(ctx) < marks[k]) assert_int_equal(br_ctx_eval(ctx, toks, 64, NULL, false, &err), BR_OK);
+        while (br_seq_n_past(seq) < marks[k]) assert_int_equal(br_ctx_eval(ctx, seq, toks, 64, NULL, false, &err), BR_OK);
         br_mem mk = br_ctx_mem(ctx);
         double grew_acc = (double)(accounted(&mk) - accounted(&m0));
         double grew_rss = (double)rss_bytes() - (double)r0;
@@ -79,6 +83,7 @@ static void accounting_tracks_rss(void **s) {
             fail_msg("context %d: accounted growth %.0f bytes vs RSS growth %.0f bytes", marks[k], grew_acc, grew_rss);
     }
     assert_true(br_ctx_mem(ctx).kv == 4096ull * br_model_kv_bytes_per_token(&m));
+    br_seq_free(seq);
     br_ctx_free(ctx);
     br_model_free(&m);
 }

@@ -11,6 +11,7 @@
 #include "br_tok.h"
 #include "cli.h"
 #include "model.h"
+#include "state.h"
 #include "sample.h"
 
 static const cli_use uses[] = {
@@ -97,6 +98,7 @@ int cmd_generate(int argc, char **argv) {
     br_tok *tok = NULL;
     br_detok *detok = NULL;
     br_ctx *ctx = NULL;
+    br_seq *seq = NULL;
     br_sampler *smp = NULL;
     int32_t *prompt_ids = NULL;
     size_t n_prompt = 0;
@@ -163,10 +165,11 @@ int cmd_generate(int argc, char **argv) {
     }
 
     br_ctx_params cp = br_ctx_default_params();
-    cp.n_ctx = (int)n_ctx;
     cp.n_batch = (int)a.num[CLI_BATCH_SIZE];
     cp.n_threads = (int)a.num[CLI_THREADS];
-    if (br_ctx_init(&ctx, &m, cp, &err) || br_sampler_init(&smp, sp, (int)m.hp.n_vocab, &err)) {
+    br_seq_params spar = br_seq_default_params();
+    spar.n_ctx = (int)n_ctx;
+    if (br_ctx_init(&ctx, &m, cp, &err) || br_seq_init(&seq, ctx, spar, &err) || br_sampler_init(&smp, sp, (int)m.hp.n_vocab, &err)) {
         cli_fail("generate", "%s", err.msg);
         goto done;
     }
@@ -189,7 +192,7 @@ int cmd_generate(int argc, char **argv) {
     handler = sigaction(SIGINT, &sa, &old_int) == 0;
 
     double t0 = cli_now();
-    if (br_ctx_eval(ctx, prompt_ids, (int)n_prompt, logits, false, &err)) { cli_fail("generate", "%s", err.msg); goto done; }
+    if (br_ctx_eval(ctx, seq, prompt_ids, (int)n_prompt, logits, false, &err)) { cli_fail("generate", "%s", err.msg); goto done; }
     for (size_t i = 0; i < n_prompt; i++) br_sampler_accept(smp, prompt_ids[i]);
     /* The prompt goes through the same streaming decoder as the output, so the output's first piece is
      * decoded as the continuation it is (its leading space kept), and prompt + output = the sequence. */
@@ -243,7 +246,7 @@ int cmd_generate(int argc, char **argv) {
         }
         fflush(stdout);
         if (stop) { n_gen++; break; }
-        if (n_gen + 1 < n_predict && br_ctx_eval(ctx, &next, 1, logits, false, &err)) {
+        if (n_gen + 1 < n_predict && br_ctx_eval(ctx, seq, &next, 1, logits, false, &err)) {
             cli_fail("generate", "%s", err.msg);
             goto done;
         }
@@ -267,6 +270,7 @@ done:
     free(prompt_ids);
     free(text);
     br_sampler_free(smp);
+    br_seq_free(seq);
     br_ctx_free(ctx);
     br_detok_free(detok);
     br_tok_free(tok);

@@ -9,6 +9,7 @@
 
 #include "cli.h"
 #include "model.h"
+#include "state.h"
 #include "synth.h"
 
 #define MAX_LENGTHS 64
@@ -217,30 +218,32 @@ int cmd_memory(int argc, char **argv) {
     uint64_t attn_per_tok = (uint64_t)hp->n_layer * 2 * kvh * (hp->n_embd / hp->n_head) * sizeof(float);
 
     br_ctx *ctx = NULL;
+    br_seq *seq = NULL;
     br_ctx_params cp = br_ctx_default_params();
-    cp.n_ctx = (int)lens[n_lens - 1];
     cp.n_batch = (int)n_batch;
     cp.n_threads = (int)n_threads;
     int32_t *toks = malloc((size_t)n_batch * sizeof *toks);
     row *rows = calloc((size_t)n_lens, sizeof *rows);
     int rc = 1;
     if (!toks || !rows) { cli_fail("memory", "out of memory"); goto done; }
-    if (br_ctx_init(&ctx, &m, cp, &err)) { cli_fail("memory", "%s", err.msg); goto done; }
+    br_seq_params spar = br_seq_default_params();
+    spar.n_ctx = (int)lens[n_lens - 1];
+    if (br_ctx_init(&ctx, &m, cp, &err) || br_seq_init(&seq, ctx, spar, &err)) { cli_fail("memory", "%s", err.msg); goto done; }
 
     uint64_t seed = 12345;
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     for (int li = 0; li < n_lens; li++) {
-        while (br_ctx_n_past(ctx) < lens[li]) {
-            long k = lens[li] - br_ctx_n_past(ctx);
+        while (br_seq_n_past(seq) < lens[li]) {
+            long k = lens[li] - br_seq_n_past(seq);
             if (k > n_batch) k = n_batch;
             for (long j = 0; j < k; j++) {
                 seed = seed * 6364136223846793005ull + 1442695040888963407ull;
                 toks[j] = (int32_t)((seed >> 33) % hp->n_vocab);
             }
-            if (br_ctx_eval(ctx, toks, (int)k, NULL, false, &err)) { cli_fail("memory", "%s", err.msg); goto done; }
+            if (br_ctx_eval(ctx, seq, toks, (int)k, NULL, false, &err)) { cli_fail("memory", "%s", err.msg); goto done; }
             if (isatty(2))
-                fprintf(stderr, "\rbraid memory: prefilled %d / %ld tokens", br_ctx_n_past(ctx), lens[n_lens - 1]);
+                fprintf(stderr, "\rbraid memory: prefilled %d / %ld tokens", br_seq_n_past(seq), lens[n_lens - 1]);
         }
         clock_gettime(CLOCK_MONOTONIC, &t1);
         row *r = &rows[li];
@@ -303,6 +306,7 @@ int cmd_memory(int argc, char **argv) {
 done:
     free(toks);
     free(rows);
+    br_seq_free(seq);
     br_ctx_free(ctx);
     br_model_free(&m);
     return rc;

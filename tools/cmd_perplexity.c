@@ -10,6 +10,7 @@
 #include "br_tok.h"
 #include "cli.h"
 #include "model.h"
+#include "state.h"
 #include "perplexity.h"
 
 static void help(void) {
@@ -72,6 +73,7 @@ int cmd_perplexity(int argc, char **argv) {
     br_model m;
     br_tok *tok = NULL;
     br_ctx *ctx = NULL;
+    br_seq *seq = NULL;
     int32_t *ids = NULL, *buf = NULL;
     size_t n_ids = 0;
     float *logits = NULL;
@@ -96,10 +98,11 @@ int cmd_perplexity(int argc, char **argv) {
     size_t C = (size_t)n_ctx, n_win = br_ppl_n_windows(n_ids, C, bos);
     size_t B = (size_t)n_batch < C ? (size_t)n_batch : C;
     br_ctx_params cp = br_ctx_default_params();
-    cp.n_ctx = (int)C;
     cp.n_batch = (int)B;
     cp.n_threads = (int)n_threads;
-    if (br_ctx_init(&ctx, &m, cp, &err)) {
+    br_seq_params spar = br_seq_default_params();
+    spar.n_ctx = (int)C;
+    if (br_ctx_init(&ctx, &m, cp, &err) || br_seq_init(&seq, ctx, spar, &err)) {
         cli_fail("perplexity", "%s", err.msg);
         goto done;
     }
@@ -123,10 +126,10 @@ int cmd_perplexity(int argc, char **argv) {
         memcpy(buf + n_seq, ids + win.start, win.len * sizeof *buf);
         n_seq += win.len;
         n_eval += n_seq;
-        br_ctx_reset(ctx);
+        br_seq_reset(seq);
         for (size_t at = 0; at < n_seq; at += B) {
             size_t k = n_seq - at < B ? n_seq - at : B;
-            if (br_ctx_eval(ctx, buf + at, (int)k, logits, true, &err)) {
+            if (br_ctx_eval(ctx, seq, buf + at, (int)k, logits, true, &err)) {
                 cli_fail("perplexity", "%s", err.msg);
                 goto done;
             }
@@ -151,6 +154,7 @@ done:
     free(buf);
     free(ids);
     free(text);
+    br_seq_free(seq);
     br_ctx_free(ctx);
     br_tok_free(tok);
     br_model_free(&m);
