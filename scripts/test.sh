@@ -21,3 +21,19 @@ run "$b" -DCMAKE_BUILD_TYPE=Release
 echo "== ASan + UBSan build, tests"
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
   run "$b-asan" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DBRAID_SANITIZE=ON
+# The run path must not need what only the tests need: configure and build braid with cmocka hidden
+# from pkg-config (every other .pc file still visible), as on a machine that never ran the tests.
+echo "== braid builds without cmocka"
+pcdir=$(mktemp -d)
+trap 'rm -rf "$pcdir"' EXIT
+IFS=: read -ra pcpath <<<"$(pkg-config --variable pc_path pkg-config)"
+for d in "${pcpath[@]}"; do
+  for pc in "$d"/*.pc; do
+    if [[ -e $pc && $(basename "$pc") != cmocka.pc && ! -e $pcdir/$(basename "$pc") ]]; then ln -s "$pc" "$pcdir/"; fi
+  done
+done
+if PKG_CONFIG_LIBDIR=$pcdir pkg-config --exists cmocka; then echo "cmocka is still visible" >&2; exit 1; fi
+rm -f "$b-nocmocka/CMakeCache.txt" # pkg-config results are cached: look again
+PKG_CONFIG_LIBDIR=$pcdir cmake -S . -B "$b-nocmocka" -DCMAKE_BUILD_TYPE=Release >/dev/null
+PKG_CONFIG_LIBDIR=$pcdir cmake --build "$b-nocmocka" -j "$jobs" --target braid >/dev/null
+"$b-nocmocka/tools/braid" --version
