@@ -1,6 +1,7 @@
 /* Scalar reference kernels and the single dispatch point that picks SIMD versions at run time.
  * The scalar code is the specification: SIMD kernels are tested against it. */
 #include <cblas.h>
+#include <cpuid.h>
 #include <math.h>
 #include <pthread.h>
 #include <string.h>
@@ -12,9 +13,15 @@ static br_isa g_isa = BR_ISA_SCALAR;
 static br_isa g_isa_max = BR_ISA_SCALAR;
 static pthread_once_t g_once = PTHREAD_ONCE_INIT;
 
+/* F16C from CPUID leaf 1, ECX bit 29: clang has no "f16c" feature string for __builtin_cpu_supports. */
+static int has_f16c(void) {
+    unsigned a, b, c, d;
+    return __get_cpuid(1, &a, &b, &c, &d) && (c & bit_F16C);
+}
+
 static void detect(void) {
     __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c"))
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && has_f16c())
         g_isa_max = BR_ISA_AVX2;
     g_isa = g_isa_max;
     /* Parallelism comes from our pool; BLAS runs single-threaded inside each task. */
