@@ -155,6 +155,25 @@ expect 2 "does not apply" -- "$BRAID" generate -m "$M" --tokens 1 --plot x.svg
 expect 2 "wants a count >= -1" -- "$BRAID" generate -m "$M" --tokens 1 -n -2
 expect 2 "wants a whole number >= -1" -- "$BRAID" generate -m "$M" --tokens 1 -s x
 expect 2 "context size" -- "$BRAID" generate -m "$M" --tokens 1 -c 12q
+# info and tokenize take -m and -p like the rest; a text file is not a model
+expect 0 "" -- "$BRAID" info -m "$M"
+grep -q "plan:            M M M M A M M M M" "$WORK/out" && ok || bad "info -m: $(cat "$WORK/out")"
+expect 2 "one model file at a time" -- "$BRAID" info -m "$M" "$M"
+expect 0 "" -- "$BRAID" tokenize -m "$MT" -p "The quick brown"
+byp=$(cat "$WORK/out")
+expect 0 "" -- "$BRAID" tokenize -m "$MT" "The quick brown"
+[[ -n $byp && "$(cat "$WORK/out")" == "$byp" ]] && ok || bad "tokenize -p differs from the positional text"
+expect 2 "give the text once" -- "$BRAID" tokenize -m "$MT" -p "a" "b"
+expect 2 "either a text" -- "$BRAID" tokenize -m "$MT" -p "a" -f "$WORK/text.txt"
+expect 1 "text.txt is not a GGUF model" -- "$BRAID" tokenize -m "$WORK/text.txt" -p "hello"
+expect 1 "cannot open .*nope.gguf: No such file" -- "$BRAID" tokenize -m "$WORK/nope.gguf" -p "hello"
+expect 1 "cannot read .*nope.txt: No such file" -- "$BRAID" tokenize -m "$MT" -f "$WORK/nope.txt"
+# --help of every command comes from the table (and checks it: no name declared twice)
+for c in info generate tokenize memory synth convert perplexity; do
+  expect 0 "" -- "$BRAID" $c --help
+  grep -q "^usage: braid $c" "$WORK/out" && ok || bad "$c --help: $(head -3 "$WORK/out")"
+done
+
 # Ctrl-C: the timing line, then exit 130
 "$BRAID" generate -m "$M" --tokens 1,2,3 -n -1 -c 64k --ignore-eos >"$WORK/out" 2>"$WORK/err" &
 pid=$!

@@ -13,18 +13,20 @@ static void human(char *buf, size_t cap, double bytes) {
     snprintf(buf, cap, i ? "%.2f %s" : "%.0f %s", bytes, u[i]);
 }
 
+static const cli_use uses[] = {{CLI_MODEL, NULL, "model file (GGUF); it may also be given without -m"}, {CLI_END, NULL, NULL}};
+static const cli_cmd info_cmd = {
+    "info", "[-m] MODEL.gguf",
+    "Prints the architecture, layer plan (M = Mamba, A = attention), parameter count,\n"
+    "KV-cache bytes per token and the constant SSM-state bytes.",
+    uses, 1,
+};
+
 int cmd_info(int argc, char **argv) {
-    const char *path = NULL;
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-            printf("usage: braid info MODEL.gguf\n\nPrints the architecture, layer plan (M = Mamba, A = attention),\n"
-                   "parameter count, KV-cache bytes per token and the constant SSM-state bytes.\n");
-            return 0;
-        }
-        if (argv[i][0] == '-' && argv[i][1]) return cli_usage_error("info", "unknown option '%s'", argv[i]);
-        if (path) return cli_usage_error("info", "one model file at a time");
-        path = argv[i];
-    }
+    cli_args a;
+    int prc = cli_parse(&info_cmd, argc, argv, &a);
+    if (prc >= 0) return prc;
+    if (a.str[CLI_MODEL] && a.n_pos) return cli_usage_error("info", "one model file at a time");
+    const char *path = a.n_pos ? a.pos[0] : a.str[CLI_MODEL];
     if (!path) return cli_usage_error("info", "no model file given");
     br_model m;
     br_err err = {0};

@@ -8,14 +8,19 @@
 #include "br_tok.h"
 #include "cli.h"
 
-static void help(void) {
-    printf("usage: braid tokenize -m MODEL [--no-bos] (TEXT | -f FILE)\n\n"
-           "Prints one line per token: the id, a tab, and the piece. In pieces, control characters,\n"
-           "bytes that are not UTF-8 and backslashes are written as \\xNN and \\\\.\n\n"
-           "  -m, --model MODEL  a GGUF with a tokenizer.ggml vocabulary, or a SentencePiece tokenizer.model\n"
-           "  -f, --file FILE    tokenize the bytes of FILE ('-' for standard input) instead of TEXT\n"
-           "  --no-bos           do not start with BOS (by default it is added when the vocabulary asks for it)\n");
-}
+static const cli_use uses[] = {
+    {CLI_MODEL, NULL, "a GGUF with a tokenizer.ggml vocabulary, or a SentencePiece tokenizer.model"},
+    {CLI_PROMPT, NULL, "the text to tokenize (or give it as the one argument)"},
+    {CLI_FILE, NULL, "tokenize the bytes of FILE ('-': standard input), every one of them"},
+    {CLI_NO_BOS, NULL, "do not start with BOS (by default it is added when the vocabulary asks for it)"},
+    {CLI_END, NULL, NULL},
+};
+static const cli_cmd tokenize_cmd = {
+    "tokenize", "-m MODEL [--no-bos] (-p TEXT | TEXT | -f FILE)",
+    "Prints one line per token: the id, a tab, and the piece. In pieces, control characters,\n"
+    "bytes that are not UTF-8 and backslashes are written as \\xNN and \\\\.",
+    uses, 1,
+};
 
 /* Length of the valid UTF-8 character at s (n bytes left), or 0. */
 static size_t utf8_char(const unsigned char *s, size_t n) {
@@ -61,32 +66,14 @@ static int is_gguf(const char *path) {
 }
 
 int braid_cmd_tokenize(int argc, char **argv) {
-    const char *model = NULL, *file = NULL, *text = NULL;
-    bool bos = true;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
-            help();
-            return 0;
-        } else if (!strcmp(a, "-m") || !strcmp(a, "--model")) {
-            if (!(model = cli_value("tokenize", argc, argv, &i))) return EXIT_USAGE;
-        } else if (!strcmp(a, "-f") || !strcmp(a, "--file")) {
-            if (!(file = cli_value("tokenize", argc, argv, &i))) return EXIT_USAGE;
-        } else if (!strcmp(a, "--no-bos")) {
-            bos = false;
-        } else if (!strcmp(a, "--")) {
-            if (i + 2 != argc || text) return cli_usage_error("tokenize", "give the text as one argument (quote it)");
-            text = argv[++i];
-        } else if (a[0] == '-' && a[1]) {
-            return cli_usage_error("tokenize", "unknown option '%s'", a);
-        } else if (text) {
-            return cli_usage_error("tokenize", "give the text as one argument (quote it)");
-        } else {
-            text = a;
-        }
-    }
+    cli_args a;
+    int prc = cli_parse(&tokenize_cmd, argc, argv, &a);
+    if (prc >= 0) return prc;
+    const char *model = a.str[CLI_MODEL], *file = a.str[CLI_FILE], *text = a.n_pos ? a.pos[0] : a.str[CLI_PROMPT];
+    bool bos = !a.given[CLI_NO_BOS];
     if (!model) return cli_usage_error("tokenize", "no model given (-m MODEL)");
-    if (!text == !file) return cli_usage_error("tokenize", "give either a TEXT argument or -f FILE");
+    if (a.n_pos && a.given[CLI_PROMPT]) return cli_usage_error("tokenize", "give the text once: as -p TEXT or as TEXT");
+    if (!text == !file) return cli_usage_error("tokenize", "give either a text (-p TEXT or TEXT) or -f FILE");
 
     br_err err = {0};
     br_tok *tok = NULL;
@@ -113,7 +100,8 @@ int braid_cmd_tokenize(int argc, char **argv) {
             goto done;
         }
     } else if (br_tok_load_file(&tok, model, &err)) {
-        cli_fail("tokenize", "%s", err.msg);
+        /* most often the wrong file: say what it is not, rather than how SentencePiece failed on it */
+        cli_fail("tokenize", "%s is not a GGUF model (no GGUF magic), nor a SentencePiece tokenizer.model", model);
         goto done;
     }
 
