@@ -11,13 +11,30 @@
 extern "C" {
 #endif
 
-/* Weight element types; the numbers are ggml's so a GGUF type maps without a table. */
-typedef enum { BR_W_F32 = 0, BR_W_F16 = 1, BR_W_BF16 = 30 } br_wtype;
+/* Weight element types; the numbers are ggml's so a GGUF type maps without a table. The quantized
+ * ones are stored in ggml's block layouts (kernels/quant.h), so files from llama.cpp run in place. */
+typedef enum {
+    BR_W_F32 = 0, BR_W_F16 = 1, BR_W_Q4_0 = 2, BR_W_Q4_1 = 3, BR_W_Q5_0 = 6, BR_W_Q5_1 = 7, BR_W_Q8_0 = 8,
+    BR_W_Q4_K = 12, BR_W_Q5_K = 13, BR_W_Q6_K = 14, BR_W_Q8_K = 15, BR_W_BF16 = 30
+} br_wtype;
 
+/* Bytes per element of a float type (F32, F16, BF16); 0 for block-quantized types, whose rows must be
+ * sized with br_wtype_row_bytes. */
 size_t br_wtype_size(br_wtype t);
+bool br_wtype_known(br_wtype t);       /* one of the types above */
+bool br_wtype_is_quant(br_wtype t);
+int br_wtype_block(br_wtype t);        /* elements per block: 1, 32 or 256 */
+size_t br_wtype_block_bytes(br_wtype t);
+size_t br_wtype_align(br_wtype t);     /* alignment the data of a tensor of this type needs */
+/* Bytes of n elements of t; n must be a multiple of br_wtype_block(t). */
+size_t br_wtype_row_bytes(br_wtype t, size_t n);
+const char *br_wtype_name(br_wtype t);
+/* Quantizes n floats (a multiple of the block) into t's blocks. Returns false, writing nothing, if the
+ * input holds a NaN or infinity (a quantized block cannot represent them). F32/F16/BF16 convert. */
+bool br_k_quantize_row(br_wtype t, const float *src, void *dst, size_t n);
 
 /* --- CPU dispatch: one place chooses SIMD or scalar code, at run time. --- */
-typedef enum { BR_ISA_SCALAR = 0, BR_ISA_AVX2 = 1 } br_isa;
+typedef enum { BR_ISA_SCALAR = 0, BR_ISA_AVX2 = 1, BR_ISA_AVX512 = 2 } br_isa;
 void br_k_init(void);            /* detects the CPU; idempotent and thread-safe. Until it is called,
                                   * every kernel runs the scalar reference. */
 br_isa br_k_isa(void);
@@ -43,15 +60,28 @@ float br_f16_to_f32(uint16_t h);
 uint16_t br_f32_to_f16(float f);     /* round to nearest even */
 float br_bf16_to_f32(uint16_t h);
 uint16_t br_f32_to_bf16(float f);    /* round to nearest even, NaN kept NaN */
-/* dst[i] = row i of a weight matrix of type t converted to float. */
+/* dst[i] = element i of n elements of type t (n a multiple of its block) converted to float. */
 void br_k_to_f32(br_wtype t, const void *src, float *dst, size_t n);
 
 /* --- products --- */
 /* y[i][r] = sum_c x[i][c] * W[r][c] for i < n, r < rows; W is row-major, rows x cols, of type wt.
- * Small n uses per-row dot products; larger n converts tiles of W and calls BLAS sgemm. */
+ * Small n uses per-row dot products; larger n converts tiles of W and calls BLAS sgemm. For
+ * quantized W and small n, each row of x is quantized to 8 bits per 32 values (q8x) and every
+ * weight row is read once for all n rows of x. */
 void br_k_matmul(br_pool *pool, float *y, const float *x, const void *w, br_wtype wt, int n, int rows,
                  int cols);
 float br_k_dot(br_wtype wt, const void *w, const float *x, int n);
+
+/* Activations quantized on the fly for quantized weights ("q8x"): each 32 values get a float scale d
+ * and int8 values; the buffer also holds d * (sum of the 32) and the integer sum of each 16, which the
+ * weight types with offsets or biased codes need. Layout (n a multiple of 32, nb = n / 32):
+ * int8 q[n], float d[nb], float ds[nb], int16 s16[2 * nb]. */
+size_t br_k_q8x_bytes(int n);
+/* Values of magnitude below 1e-30 in a block whose largest is that small become 0; a block holding a
+ * NaN or infinity gets d = NaN, so the products come out NaN (defined, never UB). */
+void br_k_quantize_q8x(const float *x, void *buf, int n);
+/* Dot of one quantized weight row of n elements (a multiple of its block) with q8x activations. */
+float br_k_dot_q8x(br_wtype wt, const void *w, const void *xq, int n);
 
 /* --- elementwise and reductions --- */
 void br_k_rmsnorm(float *out, const float *x, const float *w, int n, float eps);

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "br_kernels.h"
+#include "quant.h"
 #include "simd.h"
 
 static br_isa g_isa = BR_ISA_SCALAR;
@@ -19,10 +20,25 @@ static int has_f16c(void) {
     return __get_cpuid(1, &a, &b, &c, &d) && (c & bit_F16C);
 }
 
+/* AVX-512 F, BW, VL and VNNI from CPUID leaf 7, and the OS saving the opmask and ZMM registers
+ * (XCR0 bits 1, 2, 5, 6, 7). The AVX-512 level here means all four; without VNNI, AVX2 runs. */
+static int has_avx512(void) {
+    unsigned a, b, c, d;
+    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return 0;
+    if (!((b >> 16) & 1) || !((b >> 30) & 1) || !((b >> 31) & 1) || !((c >> 11) & 1)) return 0;
+    if (!__get_cpuid(1, &a, &b, &c, &d) || !(c & bit_OSXSAVE)) return 0;
+    unsigned lo, hi;
+    __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+    (void)hi;
+    return (lo & 0xe6) == 0xe6;
+}
+
 static void detect(void) {
     __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && has_f16c())
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && has_f16c()) {
         g_isa_max = BR_ISA_AVX2;
+        if (has_avx512()) g_isa_max = BR_ISA_AVX512;
+    }
     g_isa = g_isa_max;
     /* Parallelism comes from our pool; BLAS runs single-threaded inside each task. */
     openblas_set_num_threads(1);
@@ -34,9 +50,9 @@ void br_k_set_isa(br_isa isa) {
     br_k_init();
     g_isa = isa <= g_isa_max ? isa : g_isa_max;
 }
-const char *br_k_isa_name(br_isa isa) { return isa == BR_ISA_AVX2 ? "avx2" : "scalar"; }
-
-size_t br_wtype_size(br_wtype t) { return t == BR_W_F32 ? 4 : 2; }
+const char *br_k_isa_name(br_isa isa) {
+    return isa == BR_ISA_AVX512 ? "avx512" : isa == BR_ISA_AVX2 ? "avx2" : "scalar";
+}
 
 /* --- conversions ------------------------------------------------------------ */
 
@@ -99,7 +115,8 @@ uint16_t br_f32_to_bf16(float f) {
 
 void br_k_to_f32(br_wtype t, const void *src, float *dst, size_t n) {
     if (t == BR_W_F32) { memcpy(dst, src, n * 4); return; }
-    if (g_isa == BR_ISA_AVX2) { br_avx2_to_f32(t, src, dst, n); return; }
+    if (br_wtype_is_quant(t)) { br_dequant_scalar(t, src, dst, n); return; }
+    if (g_isa >= BR_ISA_AVX2) { br_avx2_to_f32(t, src, dst, n); return; }
     const uint16_t *s = src;
     if (t == BR_W_F16) for (size_t i = 0; i < n; i++) dst[i] = br_f16_to_f32(s[i]);
     else for (size_t i = 0; i < n; i++) dst[i] = br_bf16_to_f32(s[i]);
@@ -116,9 +133,38 @@ static float dot_scalar(br_wtype wt, const void *w, const float *x, int n) {
     return (float)s;
 }
 
+/* A quantized row against float x: decoded a block at a time, accumulated in double. This is the
+ * reference for the q8x kernels and the path when no scratch is available for quantizing x. */
+static float dot_quant_f32(br_wtype wt, const void *w, const float *x, int n) {
+    float buf[256];
+    int bk = br_wtype_block(wt);
+    size_t bb = br_wtype_block_bytes(wt);
+    double s = 0;
+    for (int k = 0; k < n / bk; k++) {
+        br_dequant_scalar(wt, (const uint8_t *)w + (size_t)k * bb, buf, (size_t)bk);
+        for (int i = 0; i < bk; i++) s += (double)buf[i] * x[k * bk + i];
+    }
+    return (float)s;
+}
+
 float br_k_dot(br_wtype wt, const void *w, const float *x, int n) {
-    if (g_isa == BR_ISA_AVX2) return br_avx2_dot(wt, w, x, n);
+    if (br_wtype_is_quant(wt)) return dot_quant_f32(wt, w, x, n);
+    if (g_isa >= BR_ISA_AVX2) return br_avx2_dot(wt, w, x, n);
     return dot_scalar(wt, w, x, n);
+}
+
+/* The q8x dot for wt at the current ISA; NULL means the scalar reference. */
+static br_qdot_fn pick_qdot(br_wtype wt) {
+    br_qdot_fn f = NULL;
+    if (g_isa >= BR_ISA_AVX512) f = br_qdot_avx512(wt);
+    if (!f && g_isa >= BR_ISA_AVX2) f = br_qdot_avx2(wt);
+    return f;
+}
+
+float br_k_dot_q8x(br_wtype wt, const void *w, const void *xq, int n) {
+    br_q8x_view x = br_q8x_at(xq, n);
+    br_qdot_fn f = pick_qdot(wt);
+    return f ? f(w, x, n) : br_qdot_scalar(wt, w, x, n);
 }
 
 /* --- matmul ------------------------------------------------------------------- */
@@ -130,18 +176,40 @@ typedef struct {
     br_wtype wt;
     int n, rows, cols, rows_per_task;
     br_pool *pool;
+    size_t row_bytes;      /* bytes of one row of W */
+    const uint8_t *xq;     /* q8x rows of x (quantized W, small n), xq_bytes apart */
+    size_t xq_bytes;
+    br_qdot_fn qdot;       /* NULL: scalar reference */
 } mm_job;
 
 #define MM_TILE 64       /* rows of W converted at once for the sgemm path */
 #define MM_GEMM_MIN_N 4  /* below this many rows of x, dot products beat converting W */
+/* Quantized W: up to this many rows of x, q8x dot products (W read once for all rows) beat decoding
+ * tiles of W for sgemm; batched decode of several sequences stays on this path. */
+#define MM_Q8_MAX_N 16
 
 /* Output columns r0..r1-1 of every row of y, one dot product each. */
 static void mm_dot_rows(const mm_job *j, int r0, int r1) {
-    size_t es = br_wtype_size(j->wt);
     for (int i = 0; i < j->n; i++)
         for (int r = r0; r < r1; r++)
             j->y[(size_t)i * j->rows + r] =
-                br_k_dot(j->wt, j->w + (size_t)r * j->cols * es, j->x + (size_t)i * j->cols, j->cols);
+                br_k_dot(j->wt, j->w + (size_t)r * j->row_bytes, j->x + (size_t)i * j->cols, j->cols);
+}
+
+/* Quantized W against q8x rows of x: the weight row is the outer loop so it is read from memory once
+ * and stays in L1 while every row of x uses it. */
+static void mm_q8_task(void *ctx, int task, int n_tasks, int thread) {
+    (void)n_tasks; (void)thread;
+    mm_job *j = ctx;
+    int r0 = task * j->rows_per_task, r1 = r0 + j->rows_per_task;
+    if (r1 > j->rows) r1 = j->rows;
+    for (int r = r0; r < r1; r++) {
+        const uint8_t *wr = j->w + (size_t)r * j->row_bytes;
+        for (int i = 0; i < j->n; i++) {
+            br_q8x_view xv = br_q8x_at(j->xq + (size_t)i * j->xq_bytes, j->cols);
+            j->y[(size_t)i * j->rows + r] = j->qdot ? j->qdot(wr, xv, j->cols) : br_qdot_scalar(j->wt, wr, xv, j->cols);
+        }
+    }
 }
 
 static void mm_dot_task(void *ctx, int task, int n_tasks, int thread) {
@@ -154,7 +222,6 @@ static void mm_dot_task(void *ctx, int task, int n_tasks, int thread) {
 static void mm_gemm_task(void *ctx, int task, int n_tasks, int thread) {
     (void)n_tasks;
     mm_job *j = ctx;
-    size_t es = br_wtype_size(j->wt);
     int r0 = task * j->rows_per_task, r1 = r0 + j->rows_per_task;
     if (r1 > j->rows) r1 = j->rows;
     for (int t0 = r0; t0 < r1; t0 += MM_TILE) {
@@ -168,7 +235,7 @@ static void mm_gemm_task(void *ctx, int task, int n_tasks, int thread) {
                 mm_dot_rows(j, t0, t0 + tr);
                 continue;
             }
-            br_k_to_f32(j->wt, j->w + (size_t)t0 * j->cols * es, buf, (size_t)tr * j->cols);
+            br_k_to_f32(j->wt, j->w + (size_t)t0 * j->row_bytes, buf, (size_t)tr * j->cols);
             wt = buf;
         }
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, j->n, tr, j->cols, 1.0f, j->x, j->cols, wt, j->cols,
@@ -177,10 +244,25 @@ static void mm_gemm_task(void *ctx, int task, int n_tasks, int thread) {
 }
 
 void br_k_matmul(br_pool *pool, float *y, const float *x, const void *w, br_wtype wt, int n, int rows, int cols) {
-    mm_job j = {y, x, w, wt, n, rows, cols, 0, pool};
+    mm_job j = {y, x, w, wt, n, rows, cols, 0, pool, br_wtype_row_bytes(wt, (size_t)cols), NULL, 0, NULL};
     int nt = br_pool_size(pool);
     /* Several tasks per thread so a slow core does not hold the others up. */
     int tasks = nt * 4;
+    if (br_wtype_is_quant(wt) && n <= MM_Q8_MAX_N) {
+        /* x quantized once, into the caller's scratch (thread 0 is the caller; no q8 task uses scratch) */
+        j.xq_bytes = br_k_q8x_bytes(cols);
+        uint8_t *xq = br_pool_scratch(pool, 0, j.xq_bytes * (size_t)n);
+        if (xq) {
+            for (int i = 0; i < n; i++) br_k_quantize_q8x(x + (size_t)i * cols, xq + (size_t)i * j.xq_bytes, cols);
+            j.xq = xq;
+            j.qdot = pick_qdot(wt);
+            if (tasks > rows) tasks = rows;
+            j.rows_per_task = (rows + tasks - 1) / tasks;
+            tasks = (rows + j.rows_per_task - 1) / j.rows_per_task;
+            br_pool_run(pool, mm_q8_task, &j, tasks);
+            return;
+        }
+    }
     if (n >= MM_GEMM_MIN_N) {
         int tiles = (rows + MM_TILE - 1) / MM_TILE;
         if (tasks > tiles) tasks = tiles;
@@ -271,7 +353,7 @@ static void scan_task(void *ctx, int task, int n_tasks, int thread) {
     scan_job *j = ctx;
     int c0 = task * j->per_task, c1 = c0 + j->per_task;
     if (c1 > j->d) c1 = j->d;
-    if (g_isa == BR_ISA_AVX2)
+    if (g_isa >= BR_ISA_AVX2)
         br_avx2_scan(j->y, j->h, j->x, j->delta, j->A, j->B, j->C, j->ldbc, j->D, j->T, j->d, j->n, c0, c1);
     else
         scan_scalar(j, c0, c1);

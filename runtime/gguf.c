@@ -41,6 +41,19 @@ static dtype_info dtype_table(br_dtype t) {
     case BR_DT_I32: return (dtype_info){"I32", 1, 4};
     case BR_DT_I64: return (dtype_info){"I64", 1, 8};
     case BR_DT_F64: return (dtype_info){"F64", 1, 8};
+    /* Known by name and size so a file holding them parses and the loader can refuse them by name. */
+    case BR_DT_IQ2_XXS: return (dtype_info){"IQ2_XXS", 256, 66};
+    case BR_DT_IQ2_XS: return (dtype_info){"IQ2_XS", 256, 74};
+    case BR_DT_IQ3_XXS: return (dtype_info){"IQ3_XXS", 256, 98};
+    case BR_DT_IQ1_S: return (dtype_info){"IQ1_S", 256, 50};
+    case BR_DT_IQ4_NL: return (dtype_info){"IQ4_NL", 32, 18};
+    case BR_DT_IQ3_S: return (dtype_info){"IQ3_S", 256, 110};
+    case BR_DT_IQ2_S: return (dtype_info){"IQ2_S", 256, 82};
+    case BR_DT_IQ4_XS: return (dtype_info){"IQ4_XS", 256, 136};
+    case BR_DT_IQ1_M: return (dtype_info){"IQ1_M", 256, 56};
+    case BR_DT_TQ1_0: return (dtype_info){"TQ1_0", 256, 54};
+    case BR_DT_TQ2_0: return (dtype_info){"TQ2_0", 256, 66};
+    case BR_DT_MXFP4: return (dtype_info){"MXFP4", 32, 17};
     }
     return (dtype_info){NULL, 0, 0};
 }

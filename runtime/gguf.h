@@ -30,8 +30,10 @@ typedef enum {
     BR_DT_Q5_0 = 6, BR_DT_Q5_1 = 7, BR_DT_Q8_0 = 8, BR_DT_Q8_1 = 9,
     BR_DT_Q2_K = 10, BR_DT_Q3_K = 11, BR_DT_Q4_K = 12, BR_DT_Q5_K = 13,
     BR_DT_Q6_K = 14, BR_DT_Q8_K = 15,
+    BR_DT_IQ2_XXS = 16, BR_DT_IQ2_XS = 17, BR_DT_IQ3_XXS = 18, BR_DT_IQ1_S = 19, BR_DT_IQ4_NL = 20,
+    BR_DT_IQ3_S = 21, BR_DT_IQ2_S = 22, BR_DT_IQ4_XS = 23,
     BR_DT_I8 = 24, BR_DT_I16 = 25, BR_DT_I32 = 26, BR_DT_I64 = 27, BR_DT_F64 = 28,
-    BR_DT_BF16 = 30,
+    BR_DT_IQ1_M = 29, BR_DT_BF16 = 30, BR_DT_TQ1_0 = 34, BR_DT_TQ2_0 = 35, BR_DT_MXFP4 = 39,
 } br_dtype;
 
 /* A string inside the mapped file: not NUL-terminated. */

@@ -58,14 +58,19 @@ static br_status bad_shape(loader *L, const char *name, const br_gguf_tensor *t,
     return br_err_set(L->err, BR_EFORMAT, "tensor %s has shape [%s], expected [%s]", name, have, want);
 }
 
+/* Quantized types are used in place from the mapping, in ggml's block layouts; a NaN or infinite scale in
+ * a block is not rejected here (that would read every block at load) but gives NaN outputs: products
+ * with scales are float arithmetic, never an integer conversion. */
 static br_status check_type(loader *L, const char *name, const br_gguf_tensor *t) {
-    if (t->type == BR_DT_F32 || t->type == BR_DT_F16 || t->type == BR_DT_BF16) {
-        size_t es = t->type == BR_DT_F32 ? 4 : 2;
-        if ((uintptr_t)t->data % es)
+    br_wtype wt = (br_wtype)t->type;
+    if (br_wtype_known(wt)) {
+        if ((uintptr_t)t->data % br_wtype_align(wt))
             return br_err_set(L->err, BR_EFORMAT, "tensor %s: data is not aligned to its element size", name);
         return BR_OK;
     }
-    return br_err_set(L->err, BR_EUNSUPPORTED, "tensor %s has type %s; this build runs F32, F16 and BF16 only",
+    return br_err_set(L->err, BR_EUNSUPPORTED,
+                      "tensor %s has type %s, which braid does not run (it runs F32, F16, BF16, Q4_0, Q4_1, Q5_0, "
+                      "Q5_1, Q8_0, Q4_K, Q5_K, Q6_K and Q8_K)",
                       name, br_dtype_name(t->type));
 }
 
@@ -326,7 +331,7 @@ void br_model_free(br_model *m) {
 
 br_mat br_mat_expert(br_mat m, int e) {
     br_mat r = m;
-    r.data = (const uint8_t *)m.data + (size_t)e * m.rows * m.cols * br_wtype_size(m.type);
+    r.data = (const uint8_t *)m.data + (size_t)e * m.rows * br_wtype_row_bytes(m.type, (size_t)m.cols);
     r.n_mat = 1;
     return r;
 }

@@ -293,7 +293,7 @@ static void hostile_counts_and_sizes(void **s) {
     FRESH(); put_u64(c, ti + 16, (uint64_t)n * 4);     expect_refused(c, n, "runs past the end");
     /* wrong shape, quantised type, unknown architecture, missing and duplicate tensors */
     FRESH(); put_u64(c, ti + 4, 32);                   expect_refused(c, n, "tensor blk.0.ssm_d has shape [32], expected [64]");
-    FRESH(); put_u32(c, ti + 12, BR_DT_Q8_0);          expect_refused(c, n, "Q8_0");
+    FRESH(); put_u32(c, ti + 12, BR_DT_IQ4_NL);        expect_refused(c, n, "tensor blk.0.ssm_d has type IQ4_NL");
     size_t arch = find_bytes(b, n, "jamba");
     FRESH(); memcpy(c + arch, "llama", 5);             expect_refused(c, n, "unsupported architecture 'llama'");
     size_t nm = tensor_info(b, n, "blk.0.ssm_d") - 1;

@@ -15,3 +15,7 @@ add_test(NAME kernels COMMAND test_kernels)
 add_executable(test_sample test_sample.c)
 target_link_libraries(test_sample PRIVATE br_runtime PkgConfig::CMOCKA m)
 add_test(NAME sample COMMAND test_sample)
+
+add_executable(test_quant test_quant.c)
+target_link_libraries(test_quant PRIVATE br_kernels PkgConfig::CMOCKA m)
+add_test(NAME quant COMMAND test_quant)

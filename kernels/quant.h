@@ -1,0 +1,72 @@
+/* Internal: ggml's block layouts for the quantized weight types, the q8x activation layout, and the
+ * scalar and SIMD quantized kernels the dispatcher in kernels.c picks between. */
+#ifndef BR_QUANT_H
+#define BR_QUANT_H
+
+#include <assert.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "br_kernels.h"
+
+/* Layouts as ggml writes them (learned from ggml's documentation and sources; the structs are ours).
+ * Scales d / dmin / m are IEEE half floats. Element i of a 32-block is stored in qs[i % 16], low nibble
+ * for i < 16, high nibble for i >= 16; the K types (256 elements) are described at their decoders. */
+typedef struct { uint16_t d; uint8_t qs[16]; } br_blk_q4_0;                          /* (q - 8) * d */
+typedef struct { uint16_t d, m; uint8_t qs[16]; } br_blk_q4_1;                       /* q * d + m */
+typedef struct { uint16_t d; uint8_t qh[4]; uint8_t qs[16]; } br_blk_q5_0;           /* (q - 16) * d */
+typedef struct { uint16_t d, m; uint8_t qh[4]; uint8_t qs[16]; } br_blk_q5_1;        /* q * d + m */
+typedef struct { uint16_t d; int8_t qs[32]; } br_blk_q8_0;                           /* q * d */
+typedef struct { uint16_t d, dmin; uint8_t scales[12]; uint8_t qs[128]; } br_blk_q4_k;
+typedef struct { uint16_t d, dmin; uint8_t scales[12]; uint8_t qh[32]; uint8_t qs[128]; } br_blk_q5_k;
+typedef struct { uint8_t ql[128]; uint8_t qh[64]; int8_t scales[16]; uint16_t d; } br_blk_q6_k;
+typedef struct { float d; int8_t qs[256]; int16_t bsums[16]; } br_blk_q8_k;
+
+static_assert(sizeof(br_blk_q4_0) == 18, "q4_0 layout");
+static_assert(sizeof(br_blk_q4_1) == 20, "q4_1 layout");
+static_assert(sizeof(br_blk_q5_0) == 22, "q5_0 layout");
+static_assert(sizeof(br_blk_q5_1) == 24, "q5_1 layout");
+static_assert(sizeof(br_blk_q8_0) == 34, "q8_0 layout");
+static_assert(sizeof(br_blk_q4_k) == 144, "q4_k layout");
+static_assert(sizeof(br_blk_q5_k) == 176, "q5_k layout");
+static_assert(sizeof(br_blk_q6_k) == 210, "q6_k layout");
+static_assert(sizeof(br_blk_q8_k) == 292, "q8_k layout");
+
+/* The 6-bit scale and min of sub-block j (0..7) of a Q4_K / Q5_K block, packed in 12 bytes: bytes 0-3
+ * hold scales 0-3 and bytes 4-7 mins 0-3 in their low 6 bits; bytes 8-11 hold the low 4 bits of scale
+ * (low nibble) and min (high nibble) 4-7, whose top 2 bits sit in the top bits of bytes 0-3 / 4-7. */
+static inline void br_k4_scale_min(const uint8_t *q, int j, uint8_t *sc, uint8_t *m) {
+    if (j < 4) {
+        *sc = q[j] & 63;
+        *m = q[j + 4] & 63;
+    } else {
+        *sc = (uint8_t)((q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4));
+        *m = (uint8_t)((q[j + 4] >> 4) | ((q[j] >> 6) << 4));
+    }
+}
+
+/* A view of q8x activations in a buffer (see br_k_q8x_bytes). */
+typedef struct {
+    const int8_t *q;
+    const float *d, *ds;
+    const int16_t *s16;
+} br_q8x_view;
+
+static inline br_q8x_view br_q8x_at(const void *buf, int n) {
+    const uint8_t *b = buf;
+    int nb = n / 32;
+    br_q8x_view v = {(const int8_t *)b, (const float *)(b + n), (const float *)(b + n) + nb,
+                     (const int16_t *)((const float *)(b + n) + 2 * nb)};
+    return v;
+}
+
+typedef float (*br_qdot_fn)(const void *w, br_q8x_view x, int n);
+
+/* Scalar references (quant.c). */
+float br_qdot_scalar(br_wtype wt, const void *w, br_q8x_view x, int n);
+void br_dequant_scalar(br_wtype t, const void *src, float *dst, size_t n);
+/* SIMD versions: NULL where that ISA has none for the type (the scalar one runs). */
+br_qdot_fn br_qdot_avx2(br_wtype wt);
+br_qdot_fn br_qdot_avx512(br_wtype wt);
+
+#endif
