@@ -174,6 +174,25 @@ for c in info generate tokenize memory synth convert perplexity; do
   grep -q "^usage: braid $c" "$WORK/out" && ok || bad "$c --help: $(head -3 "$WORK/out")"
 done
 
+# perplexity: -f, llama-perplexity's scoring by default (second half of each window), said in the output
+for i in 1 2 3 4 5 6; do cat "$WORK/text.txt"; done >"$WORK/long.txt"
+expect 0 "note: .*llama-perplexity's method" -- "$BRAID" perplexity -m "$MT" -f "$WORK/long.txt" -c 16
+half=$(cat "$WORK/out")
+nwin=$(grep -oE '\(([0-9]+) windows of 16' <<<"$half" | grep -oE '[0-9]+' | head -1)
+[[ $half =~ ^perplexity:\ [0-9.]+\ over\ ([0-9]+)\ tokens.*as\ llama-perplexity ]] && [[ ${BASH_REMATCH[1]} -eq $((nwin * 7)) ]] \
+  && ok || bad "perplexity half windows: $half"
+expect 0 "" -- "$BRAID" perplexity -m "$MT" "$WORK/long.txt" --ctx-size 16 --batch-size 3 --log-disable
+# the same windows and tokens scored whatever the step size; the value to float rounding (1e-6 relative)
+awk -v a="$half" -v b="$(cat "$WORK/out")" 'BEGIN { split(a, x, " "); split(b, y, " "); d = x[2] - y[2];
+  exit !(x[4] == y[4] && d * d < 1e-12 * x[2] * x[2]) }' && [[ ! -s "$WORK/err" ]] && ok \
+  || bad "perplexity depends on -b: $(cat "$WORK/out") vs $half"
+expect 0 "" -- "$BRAID" perplexity -m "$MT" -f "$WORK/long.txt" -c 16 --all-tokens
+grep -qE "^perplexity: [0-9.]+ over [0-9]+ tokens .*scored: every token" "$WORK/out" && ok || bad "--all-tokens: $(cat "$WORK/out")"
+expect 1 "less than one window of -c 4096" -- "$BRAID" perplexity -m "$MT" -f "$WORK/text.txt" -c 4096
+expect 2 "give the text once" -- "$BRAID" perplexity -m "$MT" -f "$WORK/text.txt" "$WORK/text.txt"
+expect 2 "window length from 3" -- "$BRAID" perplexity -m "$MT" -f "$WORK/text.txt" -c 2
+expect 1 "cannot read .*nope.txt: No such file" -- "$BRAID" perplexity -m "$MT" -f "$WORK/nope.txt"
+
 # Ctrl-C: the timing line, then exit 130
 "$BRAID" generate -m "$M" --tokens 1,2,3 -n -1 -c 64k --ignore-eos >"$WORK/out" 2>"$WORK/err" &
 pid=$!

@@ -1,4 +1,5 @@
 /* `braid perplexity`: the model's perplexity on a text file, over fresh non-overlapping windows.
+ * By default scored as llama-perplexity scores (the second half of each window), so numbers compare.
  * The result goes to stdout as one line; progress goes to stderr. */
 #include <errno.h>
 #include <stdio.h>
@@ -13,16 +14,27 @@
 #include "state.h"
 #include "perplexity.h"
 
-static void help(void) {
-    printf("usage: braid perplexity -m MODEL.gguf FILE [options]\n\n"
-           "Tokenizes FILE with the model's tokenizer, cuts the tokens into consecutive windows of --ctx\n"
-           "(each a fresh sequence, starting with BOS when the tokenizer adds one) and reports the\n"
-           "perplexity of every predicted token.\n\n"
-           "  -m, --model FILE       model (GGUF with a tokenizer)\n"
-           "  -c, --ctx N            window length in tokens, BOS included (default 512)\n"
-           "  -b, --batch N          tokens evaluated per step; bounds the logits buffer (default 512)\n"
-           "  -t, --threads N        threads (default: all cores)\n");
-}
+static const cli_use uses[] = {
+    {CLI_MODEL, NULL, "model (GGUF with a tokenizer)"},
+    {CLI_FILE, NULL, "the text to score (or give it as the one argument); '-': standard input"},
+    {CLI_CTX_SIZE, "512", "window length in tokens, BOS included (0: the model's training context)"},
+    {CLI_BATCH_SIZE, "512", "tokens evaluated per step; bounds the logits buffer"},
+    {CLI_THREADS, NULL, NULL},
+    {CLI_PPL_ALL, NULL, "score every token of each window (braid's first method) instead of the second half"},
+    {CLI_LOG_DISABLE, NULL, NULL},
+    {CLI_END, NULL, NULL},
+};
+
+static const cli_cmd perplexity_cmd = {
+    "perplexity", "-m MODEL.gguf (-f FILE | FILE) [options]",
+    "Tokenizes the text with the model's tokenizer and cuts it into consecutive windows of -c tokens,\n"
+    "each a fresh sequence. By default, as llama-perplexity does, the text is tokenized with BOS, a\n"
+    "window's first token is replaced by BOS, the tail that fills no window is dropped, and only the\n"
+    "second half of each window is scored (every prediction has at least -c/2 tokens of context), so\n"
+    "the numbers compare with llama.cpp's. --all-tokens scores every token instead: each window is BOS\n"
+    "plus -c - 1 tokens of text, and the whole text is used.",
+    uses, 1,
+};
 
 /* On a terminal, a bar redrawn in place; elsewhere (logs, CI), a line about every tenth of the way. */
 static void progress(bool tty, size_t done, size_t total, const br_ppl *acc, size_t *next_line) {
@@ -39,25 +51,17 @@ static void progress(bool tty, size_t done, size_t total, const br_ppl *acc, siz
 }
 
 int cmd_perplexity(int argc, char **argv) {
-    const char *model_path = NULL, *text_path = NULL;
-    long n_ctx = 512, n_batch = 512, n_threads = 0;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *v;
-#define VAL() if (!(v = cli_value("perplexity", argc, argv, &i))) return EXIT_USAGE
-#define BAD(what) return cli_usage_error("perplexity", "%s wants %s, not '%s'", a, what, v)
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) { help(); return 0; }
-        else if (!strcmp(a, "-m") || !strcmp(a, "--model")) { VAL(); model_path = v; }
-        else if (!strcmp(a, "-c") || !strcmp(a, "--ctx")) { VAL(); if (!cli_size(v, &n_ctx) || n_ctx < 2 || n_ctx > (1 << 24)) BAD("a window length from 2 to 16m"); }
-        else if (!strcmp(a, "-b") || !strcmp(a, "--batch")) { VAL(); if (!cli_int(v, 1, 1 << 16, &n_batch)) BAD("a size from 1 to 65536"); }
-        else if (!strcmp(a, "-t") || !strcmp(a, "--threads")) { VAL(); if (!cli_int(v, 1, 1024, &n_threads)) BAD("a thread count from 1 to 1024"); }
-        else if (a[0] == '-' && a[1]) return cli_usage_error("perplexity", "unknown option '%s'", a);
-        else if (!text_path) text_path = a;
-        else return cli_usage_error("perplexity", "more than one text file ('%s' and '%s')", text_path, a);
-#undef VAL
-#undef BAD
-    }
+    cli_args a;
+    int prc = cli_parse(&perplexity_cmd, argc, argv, &a);
+    if (prc >= 0) return prc;
+    const char *model_path = a.str[CLI_MODEL], *text_path = a.n_pos ? a.pos[0] : a.str[CLI_FILE];
+    long n_ctx = a.num[CLI_CTX_SIZE], n_batch = a.num[CLI_BATCH_SIZE], n_threads = a.num[CLI_THREADS];
+    bool all_tokens = a.given[CLI_PPL_ALL];
     if (!model_path) return cli_usage_error("perplexity", "no model given (-m MODEL.gguf)");
-    if (!text_path) return cli_usage_error("perplexity", "no text file given");
+    if (a.n_pos && a.given[CLI_FILE]) return cli_usage_error("perplexity", "give the text once: as -f FILE or as FILE");
+    if (!text_path) return cli_usage_error("perplexity", "no text file given (-f FILE)");
+    if (n_ctx > (1 << 24) || (n_ctx && n_ctx < (all_tokens ? 2 : 3)))
+        return cli_usage_error("perplexity", "-c wants a window length from %d to 16m, not %ld", all_tokens ? 2 : 3, n_ctx);
 
     /* the text first: a missing or empty file should not cost a model load */
     size_t len = 0;
@@ -85,8 +89,9 @@ int cmd_perplexity(int argc, char **argv) {
         cli_fail("perplexity", "%s has no tokenizer; perplexity needs one to encode the text", model_path);
         goto done;
     }
+    /* llama-perplexity tokenizes the text as a prompt, BOS first (when the vocabulary adds one) */
     if (br_tok_load_gguf(&tok, &m.file, &err) ||
-        br_tok_encode(tok, text, len, false, &ids, &n_ids, &err)) {
+        br_tok_encode(tok, text, len, !all_tokens && br_tok_add_bos(tok), &ids, &n_ids, &err)) {
         cli_fail("perplexity", "%s", err.msg);
         goto done;
     }
@@ -95,7 +100,15 @@ int cmd_perplexity(int argc, char **argv) {
         goto done;
     }
     bool bos = br_tok_add_bos(tok);
-    size_t C = (size_t)n_ctx, n_win = br_ppl_n_windows(n_ids, C, bos);
+    if (n_ctx == 0) n_ctx = m.hp.n_ctx_train ? (long)m.hp.n_ctx_train : 512;
+    size_t C = (size_t)n_ctx, n_win = all_tokens ? br_ppl_n_windows(n_ids, C, bos) : n_ids / C;
+    if (n_win == 0) {
+        cli_fail("perplexity", "the text is %zu tokens, less than one window of -c %zu (give a smaller -c or more text)",
+                 n_ids, C);
+        goto done;
+    }
+    /* second-half scoring: rows first .. C-2 predict tokens first+1 .. C-1 */
+    size_t first = all_tokens ? 0 : C / 2;
     size_t B = (size_t)n_batch < C ? (size_t)n_batch : C;
     br_ctx_params cp = br_ctx_default_params();
     cp.n_batch = (int)B;
@@ -114,17 +127,25 @@ int cmd_perplexity(int argc, char **argv) {
         goto done;
     }
 
-    bool tty = isatty(2);
-    size_t next_line = 0, n_eval = 0;
+    bool tty = isatty(2) && !cli_quiet();
+    size_t next_line = 0, n_eval = 0, to_eval = all_tokens ? n_ids + (bos ? n_win : 0) : n_win * C;
+    cli_note("perplexity", "%zu windows of %zu tokens, %zu tokens to evaluate; scoring %s", n_win, C, to_eval,
+             all_tokens ? "every token" : "the second half of each window (llama-perplexity's method)");
     br_ppl acc = {0, 0};
     double t0 = cli_now();
     for (size_t w = 0; w < n_win; w++) {
-        br_ppl_window win = br_ppl_get_window(w, n_ids, C, bos);
-        /* seq is what the model sees; the id after seq[j] is seq[j+1], scored from row j */
+        /* buf is what the model sees; the id after buf[j] is buf[j+1], scored from row j */
         size_t n_seq = 0;
-        if (bos) buf[n_seq++] = br_tok_bos(tok);
-        memcpy(buf + n_seq, ids + win.start, win.len * sizeof *buf);
-        n_seq += win.len;
+        if (all_tokens) {
+            br_ppl_window win = br_ppl_get_window(w, n_ids, C, bos);
+            if (bos) buf[n_seq++] = br_tok_bos(tok);
+            memcpy(buf + n_seq, ids + win.start, win.len * sizeof *buf);
+            n_seq += win.len;
+        } else {
+            memcpy(buf, ids + w * C, C * sizeof *buf);
+            n_seq = C;
+            if (bos) buf[0] = br_tok_bos(tok);
+        }
         n_eval += n_seq;
         br_seq_reset(seq);
         for (size_t at = 0; at < n_seq; at += B) {
@@ -133,21 +154,26 @@ int cmd_perplexity(int argc, char **argv) {
                 cli_fail("perplexity", "%s", err.msg);
                 goto done;
             }
-            /* the last row of the window predicts nothing inside it */
-            size_t rows = at + k == n_seq ? k - 1 : k;
-            if (rows && br_ppl_add(&acc, logits, rows, V, buf + at + 1, &err)) {
+            /* rows at .. at+k-1 of the window; scored: first .. n_seq-2 (the last predicts nothing in it) */
+            size_t lo = at > first ? at : first, hi = at + k < n_seq - 1 ? at + k : n_seq - 1;
+            if (hi > lo && br_ppl_add(&acc, logits + (lo - at) * V, hi - lo, V, buf + lo + 1, &err)) {
                 cli_fail("perplexity", "%s", err.msg);
                 goto done;
             }
         }
-        progress(tty, w + 1, n_win, &acc, &next_line);
+        if (w == 0 && n_win > 1) {
+            double dt = cli_now() - t0, rate = (double)n_eval / (dt > 0 ? dt : 1e-9);
+            cli_note("perplexity", "about %.0f s to go at the first window's %.1f tok/s", (double)(to_eval - n_eval) / rate,
+                     rate);
+        }
+        if (!cli_quiet()) progress(tty, w + 1, n_win, &acc, &next_line);
     }
     double dt = cli_now() - t0;
-    printf("perplexity: %.4f over %llu tokens (%zu windows of %zu)\n", br_ppl_value(&acc), (unsigned long long)acc.n,
-           n_win, C);
+    printf("perplexity: %.4f over %llu tokens (%zu windows of %zu, scored: %s)\n", br_ppl_value(&acc),
+           (unsigned long long)acc.n, n_win, C, all_tokens ? "every token" : "second half of each window, as llama-perplexity");
     fflush(stdout);
-    fprintf(stderr, "braid: %zu tokens evaluated in %.2f s (%.1f tok/s)\n", n_eval, dt,
-            (double)n_eval / (dt > 0 ? dt : 1e-9));
+    if (!cli_quiet())
+        fprintf(stderr, "braid: %zu tokens evaluated in %.2f s (%.1f tok/s)\n", n_eval, dt, (double)n_eval / (dt > 0 ? dt : 1e-9));
     rc = 0;
 done:
     free(logits);
