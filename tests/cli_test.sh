@@ -96,7 +96,7 @@ grep -q "what-if" "$WORK/out" && grep -q "plan:  M A M A M A M A M" "$WORK/out" 
 expect 2 "no lengths" -- "$BRAID" memory -m "$M"
 expect 2 "lengths like" -- "$BRAID" memory -m "$M" --ctx 1k,zz
 expect 2 "letters for" -- "$BRAID" memory -m "$M" --ctx 256 --plan MAM
-expect 1 "at least two lengths" -- "$BRAID" memory -m "$M" --ctx 256 --plot "$WORK/one.svg"
+expect 2 "at least two lengths" -- "$BRAID" memory -m "$M" --ctx 256 --plot "$WORK/one.svg"
 expect 1 "cannot write" -- "$BRAID" memory -m "$M" --ctx 256 --csv "$WORK/no/such/dir/m.csv"
 
 # llama.cpp conventions (issue 16): generate
@@ -192,6 +192,20 @@ expect 1 "less than one window of -c 4096" -- "$BRAID" perplexity -m "$MT" -f "$
 expect 2 "give the text once" -- "$BRAID" perplexity -m "$MT" -f "$WORK/text.txt" "$WORK/text.txt"
 expect 2 "window length from 3" -- "$BRAID" perplexity -m "$MT" -f "$WORK/text.txt" -c 2
 expect 1 "cannot read .*nope.txt: No such file" -- "$BRAID" perplexity -m "$MT" -f "$WORK/nope.txt"
+
+# memory: outputs checked before measuring (no table printed, no file left), long runs announced
+expect 1 "cannot write .*no/such/dir/m.svg: No such file" -- "$BRAID" memory -m "$M" -c 256,512 --plot "$WORK/no/such/dir/m.svg"
+[[ ! -s "$WORK/out" ]] && ok || bad "memory measured before finding the plot path unwritable"
+expect 1 "cannot write .*: Is a directory" -- "$BRAID" memory -m "$M" -c 256,512 --csv "$WORK"
+expect 2 "at least two lengths" -- "$BRAID" memory -m "$M" -c 256 --plot "$WORK/one.svg" --csv "$WORK/one.csv"
+[[ ! -e "$WORK/one.csv" && ! -e "$WORK/one.svg" ]] && ok || bad "a refused memory run left files behind"
+expect 0 "note: prefilling 512 tokens for 2 lengths; at least .* tok/s" -- "$BRAID" memory -m "$M" --ctx-size 256,512 -t 1
+"$BRAID" memory -m "$M" -c 8m -t 1 >/dev/null 2>"$WORK/err" &
+pid=$!
+for _ in $(seq 100); do grep -q "prefilling" "$WORK/err" && break; sleep 0.2; done
+kill $pid; wait $pid 2>/dev/null
+grep -qE "note: prefilling 8388608 tokens for 1 length; at least [0-9.]+ (s|minutes|hours) at" "$WORK/err" && ok \
+  || bad "memory -c 8m did not say what it will do: $(cat "$WORK/err")"
 
 # Ctrl-C: the timing line, then exit 130
 "$BRAID" generate -m "$M" --tokens 1,2,3 -n -1 -c 64k --ignore-eos >"$WORK/out" 2>"$WORK/err" &

@@ -1,5 +1,6 @@
 /* `braid memory`: real prefills to each context length, the runtime's memory accounting beside the
  * OS's resident-set figures, and what an all-attention model of the same dimensions would need. */
+#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,20 +15,44 @@
 
 #define MAX_LENGTHS 64
 
-static void help(void) {
-    printf("usage: braid memory -m MODEL.gguf --ctx 1k,4k,16k [options]\n\n"
-           "Prefills random tokens up to each length (ascending, in one sequence) and reports per length:\n"
-           "KV-cache bytes (attention layers), SSM-state bytes (conv + scan), scratch, weights, the\n"
-           "process's resident and peak resident memory, and, computed, the KV cache and total an\n"
-           "all-attention model with the same heads and dimensions would need.\n\n"
-           "  -m, --model FILE   model (GGUF, jamba)\n"
-           "  --ctx LIST         lengths, e.g. 1k,4k,16k,64k (k = 1024)\n"
-           "  --plan SPEC        what-if: measure a random-weight model of the same shape with this layer\n"
-           "                     plan instead (PERIOD:OFFSET or letters like MMMMAMMMM)\n"
-           "  --csv FILE         also write the table as CSV\n"
-           "  --plot FILE.svg    also draw memory against context (log-log)\n"
-           "  -b, --batch N      prefill chunk (default 256)\n"
-           "  -t, --threads N    threads (default: all cores)\n");
+static const cli_use uses[] = {
+    {CLI_MODEL, NULL, NULL},
+    {CLI_CTX_LIST, NULL, NULL},
+    {CLI_PLAN, NULL, "what-if: measure a random-weight model of the same shape with this layer plan instead"},
+    {CLI_CSV, NULL, NULL},
+    {CLI_PLOT, NULL, "also draw memory against context (log-log SVG; needs two lengths or more)"},
+    {CLI_BATCH_SIZE, "256", "prefill chunk"},
+    {CLI_THREADS, NULL, NULL},
+    {CLI_LOG_DISABLE, NULL, NULL},
+    {CLI_END, NULL, NULL},
+};
+
+static const cli_cmd memory_cmd = {
+    "memory", "-m MODEL.gguf -c 1k,4k,16k [options]",
+    "Prefills random tokens up to each length (ascending, in one sequence) and reports per length:\n"
+    "KV-cache bytes (attention layers), SSM-state bytes (conv + scan), scratch, weights, the\n"
+    "process's resident and peak resident memory, and, computed, the KV cache and total an\n"
+    "all-attention model with the same heads and dimensions would need. Before the long part it\n"
+    "says how many tokens it will prefill and about how long that takes.",
+    uses, 0,
+};
+
+/* Whether path can be written, found out before the measurement rather than after it; a file
+ * that was not there is not left behind. errno says why not. */
+static bool can_write(const char *path) {
+    bool existed = access(path, F_OK) == 0;
+    FILE *f = fopen(path, "a");
+    if (!f) return false;
+    fclose(f);
+    if (!existed) remove(path);
+    return true;
+}
+
+/* A duration for people: seconds, minutes or hours. */
+static void human_time(char *buf, size_t cap, double s) {
+    if (s < 90) snprintf(buf, cap, "%.0f s", s);
+    else if (s < 5400) snprintf(buf, cap, "%.0f minutes", s / 60);
+    else snprintf(buf, cap, "%.1f hours", s / 3600);
 }
 
 typedef struct {
@@ -152,44 +177,34 @@ static void write_svg(FILE *f, const row *r, int n, const char *title) {
 }
 
 int cmd_memory(int argc, char **argv) {
-    const char *model_path = NULL, *ctx_list = NULL, *plan = NULL, *csv = NULL, *plot = NULL;
-    long n_batch = 256, n_threads = 0;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *v;
-#define VAL() if (!(v = cli_value("memory", argc, argv, &i))) return EXIT_USAGE
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) { help(); return 0; }
-        else if (!strcmp(a, "-m") || !strcmp(a, "--model")) { VAL(); model_path = v; }
-        else if (!strcmp(a, "--ctx")) { VAL(); ctx_list = v; }
-        else if (!strcmp(a, "--plan")) { VAL(); plan = v; }
-        else if (!strcmp(a, "--csv")) { VAL(); csv = v; }
-        else if (!strcmp(a, "--plot")) { VAL(); plot = v; }
-        else if (!strcmp(a, "-b") || !strcmp(a, "--batch")) {
-            VAL();
-            if (!cli_int(v, 1, 1 << 16, &n_batch)) return cli_usage_error("memory", "%s wants a size from 1 to 65536, not '%s'", a, v);
-        } else if (!strcmp(a, "-t") || !strcmp(a, "--threads")) {
-            VAL();
-            if (!cli_int(v, 1, 1024, &n_threads)) return cli_usage_error("memory", "%s wants 1 to 1024, not '%s'", a, v);
-        } else return cli_usage_error("memory", "unknown option '%s'", a);
-#undef VAL
-    }
+    cli_args a;
+    int prc = cli_parse(&memory_cmd, argc, argv, &a);
+    if (prc >= 0) return prc;
+    const char *model_path = a.str[CLI_MODEL], *ctx_list = a.str[CLI_CTX_LIST], *plan = a.str[CLI_PLAN],
+               *csv = a.str[CLI_CSV], *plot = a.str[CLI_PLOT];
+    long n_batch = a.num[CLI_BATCH_SIZE], n_threads = a.num[CLI_THREADS];
     if (!model_path) return cli_usage_error("memory", "no model given (-m MODEL.gguf)");
-    if (!ctx_list) return cli_usage_error("memory", "no lengths given (--ctx 1k,4k,16k)");
+    if (!ctx_list) return cli_usage_error("memory", "no lengths given (-c 1k,4k,16k)");
     long lens[MAX_LENGTHS];
     int n_lens = 0;
     for (const char *p = ctx_list; *p;) {
         char item[32];
         size_t k = strcspn(p, ",");
         if (n_lens == MAX_LENGTHS) return cli_usage_error("memory", "at most %d lengths", MAX_LENGTHS);
-        if (k == 0 || k >= sizeof item) return cli_usage_error("memory", "--ctx wants lengths like 1k,4k,64k, not '%s'", ctx_list);
+        if (k == 0 || k >= sizeof item) return cli_usage_error("memory", "-c wants lengths like 1k,4k,64k, not '%s'", ctx_list);
         memcpy(item, p, k);
         item[k] = 0;
         if (!cli_size(item, &lens[n_lens]) || lens[n_lens] > (1L << 26))
-            return cli_usage_error("memory", "--ctx wants lengths like 1k,4k,64k, not '%s'", item);
+            return cli_usage_error("memory", "-c wants lengths like 1k,4k,64k, not '%s'", item);
         n_lens++;
         p += k + (p[k] == ',');
     }
-    if (!n_lens) return cli_usage_error("memory", "--ctx wants lengths like 1k,4k,64k");
+    if (!n_lens) return cli_usage_error("memory", "-c wants lengths like 1k,4k,64k");
     qsort(lens, (size_t)n_lens, sizeof lens[0], cmp_long);
+    /* the outputs are checked before the measurement, which may take hours */
+    if (plot && n_lens < 2) return cli_usage_error("memory", "--plot needs at least two lengths");
+    if (csv && !can_write(csv)) return cli_fail("memory", "cannot write %s: %s", csv, strerror(errno));
+    if (plot && !can_write(plot)) return cli_fail("memory", "cannot write %s: %s", plot, strerror(errno));
 
     br_err err = {0};
     br_model m;
@@ -231,6 +246,7 @@ int cmd_memory(int argc, char **argv) {
     if (br_ctx_init(&ctx, &m, cp, &err) || br_seq_init(&seq, ctx, spar, &err)) { cli_fail("memory", "%s", err.msg); goto done; }
 
     uint64_t seed = 12345;
+    bool noted = false;
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     for (int li = 0; li < n_lens; li++) {
@@ -242,7 +258,18 @@ int cmd_memory(int argc, char **argv) {
                 toks[j] = (int32_t)((seed >> 33) % hp->n_vocab);
             }
             if (br_ctx_eval(ctx, seq, toks, (int)k, NULL, false, &err)) { cli_fail("memory", "%s", err.msg); goto done; }
-            if (isatty(2))
+            if (!noted) {
+                /* a rate from the first chunk; attention makes later tokens dearer, so it is a lower bound */
+                noted = true;
+                clock_gettime(CLOCK_MONOTONIC, &t1);
+                double dt = (double)(t1.tv_sec - t0.tv_sec) + (t1.tv_nsec - t0.tv_nsec) * 1e-9;
+                double rate = br_seq_n_past(seq) / (dt > 0 ? dt : 1e-9);
+                char eta[32];
+                human_time(eta, sizeof eta, (double)lens[n_lens - 1] / rate);
+                cli_note("memory", "prefilling %ld tokens for %d length%s; at least %s at the first %d tokens' %.0f tok/s",
+                         lens[n_lens - 1], n_lens, n_lens > 1 ? "s" : "", eta, br_seq_n_past(seq), rate);
+            }
+            if (isatty(2) && !cli_quiet())
                 fprintf(stderr, "\rbraid memory: prefilled %d / %ld tokens", br_seq_n_past(seq), lens[n_lens - 1]);
         }
         clock_gettime(CLOCK_MONOTONIC, &t1);
@@ -253,7 +280,7 @@ int cmd_memory(int argc, char **argv) {
         r->attn_kv = attn_per_tok * (uint64_t)lens[li];
         r->seconds = (double)(t1.tv_sec - t0.tv_sec) + (t1.tv_nsec - t0.tv_nsec) * 1e-9;
     }
-    if (isatty(2)) fprintf(stderr, "\n");
+    if (isatty(2) && !cli_quiet()) fprintf(stderr, "\n");
 
     printf("model: %s%s\nplan:  %s\n", model_path, plan ? " (what-if plan, random weights)" : "", plan_str);
     printf("all-attention comparison: %u layers x %u KV heads x %u dims, f32 keys and values; its peak is\n"
@@ -270,7 +297,7 @@ int cmd_memory(int argc, char **argv) {
     }
     if (csv) {
         FILE *f = fopen(csv, "w");
-        if (!f) { cli_fail("memory", "cannot write %s", csv); goto done; }
+        if (!f) { cli_fail("memory", "cannot write %s: %s", csv, strerror(errno)); goto done; }
         fprintf(f, "context,kv_bytes,kv_used_bytes,ssm_bytes,scratch_bytes,weight_bytes,rss_bytes,rss_anon_bytes,"
                    "rss_file_bytes,peak_rss_bytes,"
                    "all_attention_kv_bytes,all_attention_peak_bytes,prefill_seconds\n");
@@ -283,12 +310,11 @@ int cmd_memory(int argc, char **argv) {
                     (unsigned long long)r->peak, (unsigned long long)r->attn_kv,
                     (unsigned long long)all_attention_bytes(r), r->seconds);
         }
-        if (fclose(f)) { cli_fail("memory", "cannot write %s", csv); goto done; }
+        if (fclose(f)) { cli_fail("memory", "cannot write %s: %s", csv, strerror(errno)); goto done; }
     }
     if (plot) {
-        if (n_lens < 2) { cli_fail("memory", "--plot needs at least two lengths"); goto done; }
         FILE *f = fopen(plot, "w");
-        if (!f) { cli_fail("memory", "cannot write %s", plot); goto done; }
+        if (!f) { cli_fail("memory", "cannot write %s: %s", plot, strerror(errno)); goto done; }
         char title[300];
         const char *base = strrchr(model_path, '/');
         /* the file name goes into XML: escape what XML reserves */
@@ -300,7 +326,7 @@ int cmd_memory(int argc, char **argv) {
         }
         title[o] = 0;
         write_svg(f, rows, n_lens, title);
-        if (fclose(f)) { cli_fail("memory", "cannot write %s", plot); goto done; }
+        if (fclose(f)) { cli_fail("memory", "cannot write %s: %s", plot, strerror(errno)); goto done; }
     }
     rc = 0;
 done:
