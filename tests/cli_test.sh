@@ -207,6 +207,12 @@ kill $pid; wait $pid 2>/dev/null
 grep -qE "note: prefilling 8388608 tokens for 1 length; at least [0-9.]+ (s|minutes|hours) at" "$WORK/err" && ok \
   || bad "memory -c 8m did not say what it will do: $(cat "$WORK/err")"
 
+# --version: commit, compiler, SIMD level found at run time, BLAS
+expect 0 "" -- "$BRAID" --version
+grep -qE "^commit: +([0-9a-f]{12}|unknown)$" "$WORK/out" && grep -qE "^compiler: +(gcc|clang) [0-9]" "$WORK/out" &&
+  grep -qE "^simd: +(scalar|avx2|avx512) " "$WORK/out" && grep -qE "^blas: +OpenBLAS [0-9]" "$WORK/out" && ok ||
+  bad "--version: $(cat "$WORK/out")"
+
 # Ctrl-C: the timing line, then exit 130
 "$BRAID" generate -m "$M" --tokens 1,2,3 -n -1 -c 64k --ignore-eos >"$WORK/out" 2>"$WORK/err" &
 pid=$!

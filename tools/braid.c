@@ -1,9 +1,18 @@
 /* braid: the command-line front end. One program, one subcommand per job;
  * each subcommand lives in its own cmd_*.c and shares cli.c's parsing and errors. */
+#include <cblas.h>
 #include <stdio.h>
 #include <string.h>
 
+#include "br_kernels.h"
 #include "cli.h"
+
+#ifndef BRAID_COMMIT
+#define BRAID_COMMIT "unknown"
+#endif
+#ifndef BRAID_VERSION
+#define BRAID_VERSION "unknown"
+#endif
 
 typedef struct {
     const char *name;
@@ -28,6 +37,26 @@ static void usage(FILE *f) {
     fprintf(f, "\n'braid COMMAND --help' describes a command's options.\n");
 }
 
+/* What a bug report needs: the commit (from git when cmake configured the build), the compiler,
+ * the SIMD level this CPU gets at run time, and the BLAS library linked. */
+static void version(void) {
+    br_k_init();
+    printf("braid %s\n", BRAID_VERSION);
+    printf("commit:   %s\n", BRAID_COMMIT);
+#if defined(__clang__)
+    printf("compiler: clang %s\n", __clang_version__);
+#elif defined(__GNUC__)
+    printf("compiler: gcc %s\n", __VERSION__);
+#else
+    printf("compiler: unknown\n");
+#endif
+    printf("simd:     %s (chosen at run time for this CPU)\n", br_k_isa_name(br_k_isa()));
+    char blas[256];
+    snprintf(blas, sizeof blas, "%s", openblas_get_config());
+    for (size_t n = strlen(blas); n && blas[n - 1] == ' '; n--) blas[n - 1] = 0;
+    printf("blas:     %s\n", blas);
+}
+
 int main(int argc, char **argv) {
     if (argc < 2) {
         usage(stderr);
@@ -38,7 +67,7 @@ int main(int argc, char **argv) {
         return 0;
     }
     if (!strcmp(argv[1], "--version")) {
-        printf("braid 0.1.0\n");
+        version();
         return 0;
     }
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
