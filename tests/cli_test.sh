@@ -91,6 +91,10 @@ expect 0 "" -- "$BRAID" memory -m "$M" --ctx 256,512 --csv "$WORK/m.csv" --plot 
 grep -q "plan:  M M M M A M M M M" "$WORK/out" && ok || bad "memory table lacks the plan"
 [[ $(wc -l <"$WORK/m.csv") -eq 3 ]] && head -1 "$WORK/m.csv" | grep -q "^context,kv_bytes" && ok || bad "memory csv: $(cat "$WORK/m.csv")"
 grep -q "<svg" "$WORK/m.svg" && grep -q "</svg>" "$WORK/m.svg" && ok || bad "memory svg incomplete"
+# readable plot: axis titles with units, labelled minor gridlines, computed dashed, legend says which
+grep -q "memory (MiB, log scale)" "$WORK/m.svg" && grep -q "context length (tokens, log scale)" "$WORK/m.svg" &&
+  grep -q "stroke-dasharray" "$WORK/m.svg" && grep -q ">measured: " "$WORK/m.svg" && grep -q ">computed: " "$WORK/m.svg" &&
+  grep -q "stroke='#eee'" "$WORK/m.svg" && ok || bad "memory svg lacks titles, minor grid or measured/computed styles"
 expect 0 "" -- "$BRAID" memory -m "$M" --ctx 256 --plan MAMAMAMAM --threads 1
 grep -q "what-if" "$WORK/out" && grep -q "plan:  M A M A M A M A M" "$WORK/out" && ok || bad "what-if plan not used: $(head -3 "$WORK/out")"
 expect 2 "no lengths" -- "$BRAID" memory -m "$M"

@@ -128,8 +128,11 @@ static br_status what_if_model(const br_model *m, const char *plan, char *path, 
     return br_synth_write(path, &p, NULL, NULL, err);
 }
 
+/* Log-log plot of memory against context. Measured series are solid lines with markers, computed
+ * ones dashed without markers, and the legend says which; gridlines at 1-9 x 10^k MiB so values can
+ * be read off, labelled at 1, 2 and 5. */
 static void write_svg(FILE *f, const row *r, int n, const char *title) {
-    const double W = 760, H = 480, L = 90, R = 24, T = 70, B = 60;
+    const double W = 800, H = 500, L = 96, R = 24, T = 84, B = 64;
     double xmin = log10((double)r[0].ctx), xmax = log10((double)r[n - 1].ctx);
     double lo = 1e300, hi = 0;
     for (int i = 0; i < n; i++) {
@@ -147,29 +150,43 @@ static void write_svg(FILE *f, const row *r, int n, const char *title) {
 #define Y(v) (H - B - (log10((v) / 1048576.0) - ymin) / (ymax - ymin) * (H - T - B))
     fprintf(f, "<svg xmlns='http://www.w3.org/2000/svg' width='%.0f' height='%.0f' font-family='sans-serif' font-size='12'>\n", W, H);
     fprintf(f, "<rect width='100%%' height='100%%' fill='white'/>\n<text x='%.0f' y='22' font-size='15'>%s</text>\n", L, title);
-    for (int e = (int)ymin; e <= (int)ymax; e++) {
-        double y = Y(pow(10, e) * 1048576.0);
-        fprintf(f, "<line x1='%.0f' y1='%.1f' x2='%.0f' y2='%.1f' stroke='#ddd'/>\n", L, y, W - R, y);
-        fprintf(f, "<text x='%.0f' y='%.1f' text-anchor='end'>%g MiB</text>\n", L - 6, y + 4, pow(10, e));
+    for (int e = (int)ymin; e <= (int)ymax; e++)
+        for (int d = 1; d <= (e < (int)ymax ? 9 : 1); d++) {
+            double mb = d * pow(10, e), y = Y(mb * 1048576.0);
+            fprintf(f, "<line x1='%.0f' y1='%.1f' x2='%.0f' y2='%.1f' stroke='%s'/>\n", L, y, W - R, y,
+                    d == 1 ? "#bbb" : "#eee");
+            if (d == 1 || d == 2 || d == 5)
+                fprintf(f, "<text x='%.0f' y='%.1f' text-anchor='end'%s>%g</text>\n", L - 6, y + 4,
+                        d == 1 ? "" : " fill='#666'", mb);
+        }
+    for (int i = 0; i < n; i++) {
+        double x = X((double)r[i].ctx);
+        fprintf(f, "<line x1='%.1f' y1='%.0f' x2='%.1f' y2='%.0f' stroke='#eee'/>\n", x, T, x, H - B);
+        fprintf(f, "<text x='%.1f' y='%.0f' text-anchor='middle'>%ld</text>\n", x, H - B + 18, r[i].ctx);
     }
     fprintf(f, "<line x1='%.0f' y1='%.0f' x2='%.0f' y2='%.0f' stroke='black'/>\n", L, H - B, W - R, H - B);
     fprintf(f, "<line x1='%.0f' y1='%.0f' x2='%.0f' y2='%.0f' stroke='black'/>\n", L, T, L, H - B);
-    for (int i = 0; i < n; i++)
-        fprintf(f, "<text x='%.1f' y='%.0f' text-anchor='middle'>%ld</text>\n", X((double)r[i].ctx), H - B + 18, r[i].ctx);
-    fprintf(f, "<text x='%.0f' y='%.0f' text-anchor='middle'>context length (tokens, log scale)</text>\n", (L + W - R) / 2, H - 15);
+    fprintf(f, "<text x='%.0f' y='%.0f' text-anchor='middle'>context length (tokens, log scale)</text>\n", (L + W - R) / 2, H - 20);
+    fprintf(f, "<text transform='translate(24 %.0f) rotate(-90)' text-anchor='middle'>memory (MiB, log scale)</text>\n",
+            (T + H - B) / 2);
     const char *colors[2] = {"#c0392b", "#2c7fb8"};
-    const char *names[2] = {"all layers attention, computed (same process, KV for every layer)",
-                            "this model, measured peak resident memory"};
+    const char *names[2] = {"computed: all layers attention (this run's peak, KV cache for every layer)",
+                            "measured: this model, peak resident memory"};
     for (int s = 0; s < 2; s++) {
-        fprintf(f, "<polyline fill='none' stroke='%s' stroke-width='2' points='", colors[s]);
+        const char *dash = s ? "" : " stroke-dasharray='7 5'";
+        fprintf(f, "<polyline fill='none' stroke='%s' stroke-width='2'%s points='", colors[s], dash);
         for (int i = 0; i < n; i++)
             fprintf(f, "%.1f,%.1f ", X((double)r[i].ctx), Y(s ? (double)r[i].peak : all_attention_bytes(&r[i])));
         fprintf(f, "'/>\n");
-        for (int i = 0; i < n; i++)
-            fprintf(f, "<circle cx='%.1f' cy='%.1f' r='3' fill='%s'/>\n", X((double)r[i].ctx),
-                    Y(s ? (double)r[i].peak : all_attention_bytes(&r[i])), colors[s]);
-        fprintf(f, "<rect x='%.0f' y='%.0f' width='14' height='3' fill='%s'/><text x='%.0f' y='%.0f'>%s</text>\n", L,
-                36 + 16.0 * s, colors[s], L + 20, 40 + 16.0 * s, names[s]);
+        if (s)
+            for (int i = 0; i < n; i++)
+                fprintf(f, "<circle cx='%.1f' cy='%.1f' r='3.5' fill='%s'/>\n", X((double)r[i].ctx),
+                        Y((double)r[i].peak), colors[s]);
+        double ly = 40 + 18.0 * s;
+        fprintf(f, "<line x1='%.0f' y1='%.0f' x2='%.0f' y2='%.0f' stroke='%s' stroke-width='2'%s/>", L, ly, L + 28, ly,
+                colors[s], dash);
+        if (s) fprintf(f, "<circle cx='%.0f' cy='%.0f' r='3.5' fill='%s'/>", L + 14, ly, colors[s]);
+        fprintf(f, "<text x='%.0f' y='%.0f'>%s</text>\n", L + 36, ly + 4, names[s]);
     }
     fprintf(f, "</svg>\n");
 #undef X
