@@ -30,7 +30,8 @@ size_t br_wtype_align(br_wtype t);     /* alignment the data of a tensor of this
 size_t br_wtype_row_bytes(br_wtype t, size_t n);
 const char *br_wtype_name(br_wtype t);
 /* Quantizes n floats (a multiple of the block) into t's blocks. Returns false, writing nothing, if the
- * input holds a NaN or infinity (a quantized block cannot represent them). F32/F16/BF16 convert. */
+ * input holds a NaN or infinity, or (types with half-float scales, and F16) a magnitude past 65504.
+ * F32/F16/BF16 convert. */
 bool br_k_quantize_row(br_wtype t, const float *src, void *dst, size_t n);
 
 /* --- CPU dispatch: one place chooses SIMD or scalar code, at run time. --- */

@@ -487,8 +487,10 @@ static void quant_q8k(const float *x, br_blk_q8_k *b) {
 }
 
 bool br_k_quantize_row(br_wtype t, const float *src, void *dst, size_t n) {
+    /* types with half-float scales (and F16 itself) cannot hold weights past the largest half */
+    float lim = t == BR_W_F32 || t == BR_W_BF16 || t == BR_W_Q8_K ? FLT_MAX : 65504.0f;
     for (size_t i = 0; i < n; i++)
-        if (!isfinite(src[i])) return false;
+        if (!(fabsf(src[i]) <= lim)) return false;
     size_t bk = (size_t)br_wtype_block(t), bb = br_wtype_block_bytes(t);
     if (!bk || n % bk) return false;
     uint8_t *d = dst;

@@ -324,7 +324,7 @@ static void forward_step(br_ctx *c, const int32_t *const *tokens, int n, int n_l
     const br_model *m = c->m;
     const br_hparams *hp = &m->hp;
     int E = (int)hp->n_embd;
-    size_t row = (size_t)E * br_wtype_size(m->tok_embd.type);
+    size_t row = br_wtype_row_bytes(m->tok_embd.type, (size_t)E); /* quantized types: bytes of whole blocks */
     for (int si = 0; si < c->n_sl; si++)
         for (int t = 0; t < c->sl[si].n; t++)
             br_k_to_f32(m->tok_embd.type, (const uint8_t *)m->tok_embd.data + (size_t)tokens[si][t] * row,

@@ -573,6 +573,31 @@ void br_gguf_w_arr_str(br_gguf_writer *w, const char *key, const char *const *st
 }
 
 void br_gguf_w_tensor(br_gguf_writer *w, const char *name, br_dtype type, uint32_t n_dims, const uint64_t *ne) {
+void br_gguf_w_kv(br_gguf_writer *w, const br_gguf_kv *kv) {
+    meta_strn(w, kv->key.ptr, kv->key.len);
+    meta_u32(w, kv->type);
+    w->n_kv++;
+    if (kv->type == BR_GGUF_STRING) {
+        meta_strn(w, kv->v.s.ptr, kv->v.s.len);
+    } else if (kv->type == BR_GGUF_ARRAY) {
+        const br_gguf_arr *a = &kv->v.arr;
+        meta_u32(w, a->type);
+        meta_u64(w, a->n);
+        if (a->type == BR_GGUF_STRING)
+            for (uint64_t i = 0; i < a->n; i++) meta_strn(w, a->strs[i].ptr, a->strs[i].len);
+        else
+            meta_put(w, a->data, a->n * scalar_size[a->type]);
+    } else if (kv->type == BR_GGUF_F32) {
+        float f = (float)kv->v.f;
+        meta_put(w, &f, 4);
+    } else if (kv->type == BR_GGUF_F64) {
+        meta_put(w, &kv->v.f, 8);
+    } else { /* integers and bool: the low bytes of the little-endian value */
+        uint64_t u = kv->v.u;
+        meta_put(w, &u, scalar_size[kv->type]);
+    }
+}
+
     if (w->failed) return;
     uint64_t nel = 1;
     for (uint32_t d = 0; d < n_dims; d++) nel *= ne[d];

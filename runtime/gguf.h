@@ -135,6 +135,9 @@ void br_gguf_w_arr_str(br_gguf_writer *w, const char *key, const char *const *st
 void br_gguf_w_arr_strn(br_gguf_writer *w, const char *key, const char *const *strs,
                         const uint64_t *lens, uint64_t n);
 
+/* Copies a key and its value (any type) from a parsed file, as braid quantize does. */
+void br_gguf_w_kv(br_gguf_writer *w, const br_gguf_kv *kv);
+
 void br_gguf_w_tensor(br_gguf_writer *w, const char *name, br_dtype type, uint32_t n_dims,
                       const uint64_t *ne);
 

@@ -28,6 +28,7 @@ static const command commands[] = {
     {"synth", cmd_synth, "write a random-weight Jamba model of a given shape"},
     {"convert", cmd_convert, "convert a Hugging Face Jamba checkpoint to GGUF"},
     {"perplexity", cmd_perplexity, "measure a model's perplexity on a text file"},
+    {"quantize", cmd_quantize, "write a model with its matrices quantized (Q8_0, Q4_K_M, ...)"},
 };
 
 static void usage(FILE *f) {

@@ -101,3 +101,4 @@ int cmd_convert(int argc, char **argv);
 int cmd_perplexity(int argc, char **argv);
 
 #endif
+int cmd_quantize(int argc, char **argv);
