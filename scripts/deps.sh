@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs the Debian packages braid needs to build and test; as root it runs apt-get itself,
-# otherwise it prints the exact apt line to run. Usage: scripts/deps.sh [--tests] [--train]
+# otherwise it prints the exact apt line to run. Usage: scripts/deps.sh [--tests] [--train] [--docs]
 set -euo pipefail
 
 pkgs=(cmake make gcc g++ pkg-config libopenblas-dev libsentencepiece-dev libuv1-dev libxxhash-dev)
@@ -11,6 +11,9 @@ for a in "$@"; do
   elif [[ "$a" == "--train" ]]; then
     # the bundled model's pipeline: PyTorch trainer, SentencePiece trainer/encoder (CLI and Python)
     pkgs+=(python3-torch python3-numpy python3-sentencepiece sentencepiece)
+  elif [[ "$a" == "--docs" ]]; then
+    # the figures in docs/ drawn from CSV (scripts/plot_memory.py, scripts/plot_loss.py)
+    pkgs+=(python3-matplotlib)
   fi
 done
 
