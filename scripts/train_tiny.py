@@ -5,13 +5,14 @@
 Pipeline (scripts/train_all.sh runs all of it):
   1. scripts/fetch_corpus.sh build/corpus
        -> build/corpus/train.txt, valid.txt (documents separated by a line holding only "\\f";
-          2% of documents held out by hash of their id).
-  2. spm_train (unigram, vocab 4096, byte_fallback, identity normalisation, pad -1 / unk 0 / bos 1 / eos 2)
-       -> build/train/tokenizer.model
+          2% of documents held out by hash of their id), chat_train.txt (ChatML conversations).
+  2. spm_train (BPE, vocab 4096, byte_fallback, identity normalisation, pad -1 / unk 0 / bos 1 / eos 2,
+     control pieces <|im_start|> 3 and <|im_end|> 4) -> build/train/tokenizer.model
   3. scripts/train_tiny.py --corpus build/corpus --tokenizer build/train/tokenizer.model --minutes M
-       Encodes the corpus once (cached as build/train/{train,valid}.u16): each line is encoded by
-       SentencePiece on its own, lines are joined with the byte piece <0x0A>, and each document is
-       wrapped in BOS ... EOS. Trains with AdamW + warmup + cosine decay; the total step count is
+       Encodes the corpus once (cached as build/train/{train,valid,chat_train}.u16): each document is
+       encoded as one text, as braid and llama.cpp encode a prompt (see Tok), and wrapped in BOS ... EOS;
+       --chat-frac of the batch rows are windows of the chat stream. Logs tokens seen, tokens/s and
+       validation loss, perplexity and bits per byte. Trains with AdamW + warmup + cosine decay; the total step count is
        planned from the measured step time so the run ends inside the wall-clock budget M, then
        evaluates the full validation set and exports to build/train/hf/.
        Logs: build/train/train.log. Checkpoint: build/train/ckpt.pt (use --resume after a crash; the
@@ -350,6 +351,14 @@ def load_safetensors(path):
     return out
 
 
+# The standard ChatML template (as Hugging Face chat models ship it): braid convert copies it into the GGUF's
+# tokenizer.chat_template, where chat front ends (braid's, llama.cpp's) recognise it as "chatml".
+CHATML_TEMPLATE = ("{% for message in messages %}"
+                   "{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n'}}"
+                   "{% endfor %}"
+                   "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}")
+
+
 def export_hf(model, out_dir, tokenizer_path):
     os.makedirs(out_dir, exist_ok=True)
     with open(os.path.join(out_dir, "config.json"), "w") as f:
@@ -358,6 +367,12 @@ def export_hf(model, out_dir, tokenizer_path):
     if tokenizer_path and os.path.exists(tokenizer_path):
         with open(tokenizer_path, "rb") as fi, open(os.path.join(out_dir, "tokenizer.model"), "wb") as fo:
             fo.write(fi.read())
+        tok = Tok(tokenizer_path)
+        if "<|im_start|>" in tok.control and "<|im_end|>" in tok.control:
+            with open(os.path.join(out_dir, "tokenizer_config.json"), "w") as f:
+                json.dump({"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>",
+                           "additional_special_tokens": ["<|im_start|>", "<|im_end|>"],
+                           "chat_template": CHATML_TEMPLATE}, f, indent=2)
 
 
 def load_hf(hf_dir):
@@ -373,40 +388,44 @@ def load_hf(hf_dir):
 
 # ----------------------------------------------------------------------------- tokenizer / data
 
+CONTROL_RE = None   # set by Tok when the vocabulary has ChatML control pieces
+
+
 class Tok:
-    """SentencePiece via the python module when installed, else via the spm_encode binary."""
+    """SentencePiece via the python module (Debian python3-sentencepiece; scripts/deps.sh --train).
+
+    encode_doc tokenizes a document as one text, the way braid and llama.cpp tokenize a prompt: a newline
+    is the byte piece <0x0A> and the word after it has no leading-space piece. Control pieces present in
+    the vocabulary (ChatML's <|im_start|> and <|im_end|>) are matched in the text and emitted as their ids;
+    each text fragment between them is encoded on its own, so it gets SentencePiece's dummy-prefix space,
+    as llama.cpp does for text that follows a special token.
+    """
 
     def __init__(self, path):
+        import re
+        import sentencepiece as spm
         self.path = path
-        try:
-            import sentencepiece as spm
-            self.sp = spm.SentencePieceProcessor(model_file=path)
-            self.nl = self.sp.piece_to_id("<0x0A>")
-            self.vocab = self.sp.get_piece_size()
-        except ImportError:
-            self.sp = None
-            pieces = subprocess.run(["spm_export_vocab", "--model=" + path], capture_output=True,
-                                    text=True, check=True).stdout.splitlines()
-            self.vocab = len(pieces)
-            self.nl = [p.split("\t")[0] for p in pieces].index("<0x0A>")
-
-    def encode_lines(self, lines):
-        if self.sp is not None:
-            return self.sp.encode(lines)
-        res = subprocess.run(["spm_encode", "--model=" + self.path, "--output_format=id"],
-                             input="\n".join(lines) + "\n", capture_output=True, text=True, check=True)
-        out = [[int(t) for t in l.split()] for l in res.stdout.split("\n")[:len(lines)]]
-        return out
+        self.sp = spm.SentencePieceProcessor(model_file=path)
+        self.nl = self.sp.piece_to_id("<0x0A>")
+        self.vocab = self.sp.get_piece_size()
+        self.control = {self.sp.id_to_piece(i): i for i in range(self.vocab)
+                        if self.sp.is_control(i) and i not in (BOS, EOS, UNK)}
+        self.split_re = re.compile("(" + "|".join(re.escape(c) for c in self.control) + ")") \
+            if self.control else None
 
     def encode_doc(self, text):
-        # Lines are encoded separately (spm was trained on lines) and joined by the <0x0A> byte piece.
-        lines = text.split("\n")
+        if self.split_re is None:
+            return self.sp.encode(text)
         ids = []
-        for i, l in enumerate(self.encode_lines(lines)):
-            if i:
-                ids.append(self.nl)
-            ids.extend(l)
+        for frag in self.split_re.split(text):
+            if frag in self.control:
+                ids.append(self.control[frag])
+            elif frag:
+                ids.extend(self.sp.encode(frag))
         return ids
+
+    def decode(self, ids):
+        return self.sp.decode([i for i in ids if i not in self.control.values()])
 
 
 def encode_corpus(txt, tok, out):
@@ -430,6 +449,12 @@ def load_tokens(args, tok, split):
     return encode_corpus(os.path.join(args.corpus, split + ".txt"), tok, path)
 
 
+def text_bytes(txt):
+    """UTF-8 bytes of a split's documents (separators excluded): the denominator of bits per byte."""
+    with open(txt, encoding="utf-8") as f:
+        return sum(len(d.encode("utf-8")) for d in f.read().split("\n\f\n") if d.strip())
+
+
 # ----------------------------------------------------------------------------- training
 
 def log(args, msg):
@@ -440,15 +465,18 @@ def log(args, msg):
 
 
 def evaluate(model, data, T, max_seqs, bs):
-    """Mean next-token loss over non-overlapping windows from the start of data (fixed subset)."""
-    n = (len(data) - 1) // T
-    if max_seqs:
-        n = min(n, max_seqs)
+    """Mean next-token loss over non-overlapping windows; with max_seqs, a fixed subset of windows spread
+    evenly over the split (the split is ordered by source, so the first windows would all be one source)."""
+    n_all = (len(data) - 1) // T
+    wins = list(range(n_all))
+    if max_seqs and max_seqs < n_all:
+        wins = sorted(set(np.linspace(0, n_all - 1, max_seqs).astype(int).tolist()))
+    n = len(wins)
     tot, cnt = 0.0, 0
     model.eval()
     with torch.no_grad():
         for i in range(0, n, bs):
-            idx = range(i, min(n, i + bs))
+            idx = wins[i:i + bs]
             x = torch.stack([torch.from_numpy(data[j * T:j * T + T].astype(np.int64)) for j in idx])
             y = torch.stack([torch.from_numpy(data[j * T + 1:j * T + T + 1].astype(np.int64)) for j in idx])
             logits = model(x)
@@ -510,8 +538,15 @@ def train(args):
     args.vocab = tok.vocab
     train_data = load_tokens(args, tok, "train")
     valid_data = load_tokens(args, tok, "valid")
-    log(args, "data: train %d tokens, valid %d tokens (encode took %.1fs)"
-        % (len(train_data), len(valid_data), time.time() - t_start))
+    chat_data = None
+    if args.chat_frac > 0:
+        chat_data = load_tokens(args, tok, "chat_train")
+    # bits per byte = nats per token / ln 2 * tokens per byte, the latter over the whole validation split
+    tok_per_byte = len(valid_data) / text_bytes(os.path.join(args.corpus, "valid.txt"))
+    log(args, "data: train %d tokens, chat %d tokens (fraction of rows %.2f), valid %d tokens, %.3f bytes/token "
+        "(encode took %.1fs)" % (len(train_data), 0 if chat_data is None else len(chat_data), args.chat_frac,
+                                 len(valid_data), 1 / tok_per_byte, time.time() - t_start))
+    bpb = lambda nats: nats / math.log(2) * tok_per_byte
 
     ckpt_path = os.path.join(args.out, "ckpt.pt")
     step, rng_seed, total_steps = 0, args.seed, None
@@ -545,11 +580,11 @@ def train(args):
     step_times = []
     reserve = None          # seconds kept back for final eval + export, measured from the periodic evals
     last_ckpt = time.time()
-    tokens_seen = step * T * bs
+    tokens_seen = ck.get("tokens", step * T * bs) if ck is not None else 0
 
     def save_ckpt():
         torch.save({"cfg": cfg, "model": model.state_dict(), "opt": opt.state_dict(), "step": step,
-                    "args": vars(args)}, ckpt_path + ".tmp")
+                    "tokens": tokens_seen, "args": vars(args)}, ckpt_path + ".tmp")
         os.replace(ckpt_path + ".tmp", ckpt_path)
 
     gov = ThreadGovernor(args.threads)
@@ -578,8 +613,12 @@ def train(args):
         lr = lr_at(step, total_steps or 10 ** 9, args)
         for g in opt.param_groups:
             g["lr"] = lr
-        starts = rng.integers(0, len(train_data) - T - 1, size=bs)
-        batch = np.stack([train_data[s:s + T + 1] for s in starts]).astype(np.int64)
+        rows = []
+        for _ in range(bs):
+            src = chat_data if chat_data is not None and rng.random() < args.chat_frac else train_data
+            s0 = int(rng.integers(0, len(src) - T - 1))
+            rows.append(src[s0:s0 + T + 1])
+        batch = np.stack(rows).astype(np.int64)
         x, y = torch.from_numpy(batch[:, :-1]), torch.from_numpy(batch[:, 1:])
         logits = model(x)
         loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
@@ -598,7 +637,8 @@ def train(args):
         if step % args.eval_every == 0:
             te = time.time()
             vl, _ = evaluate(model, valid_data, T, args.eval_seqs, bs)
-            log(args, "eval step %d valid_loss %.4f ppl %.1f (%.1fs)" % (step, vl, math.exp(vl), time.time() - te))
+            log(args, "eval step %d tokens %.2fM valid_loss %.4f ppl %.1f bpb %.4f (%.1fs)"
+                % (step, tokens_seen / 1e6, vl, math.exp(vl), bpb(vl), time.time() - te))
             per_batch = (time.time() - te) / math.ceil(args.eval_seqs / bs)
             n_val_batches = math.ceil(((len(valid_data) - 1) // T) / bs)
             reserve = n_val_batches * per_batch * 1.2 + 30
@@ -611,7 +651,8 @@ def train(args):
     log(args, "training done: %d steps, %.2fM tokens, %.1f min" % (step, tokens_seen / 1e6, (time.time() - t_start) / 60))
     te = time.time()
     vl, cnt = evaluate(model, valid_data, T, 0, bs)
-    log(args, "final valid_loss %.4f ppl %.2f over %d tokens (%.0fs)" % (vl, math.exp(vl), cnt, time.time() - te))
+    log(args, "final valid_loss %.4f ppl %.2f bpb %.4f over %d tokens (%.0fs)"
+        % (vl, math.exp(vl), bpb(vl), cnt, time.time() - te))
     export_hf(model, os.path.join(args.out, "hf"), args.tokenizer)
     log(args, "exported to %s" % os.path.join(args.out, "hf"))
 
@@ -710,6 +751,8 @@ def main():
     ap.add_argument("--eval-seqs", type=int, default=32, help="fixed validation subset for periodic evals")
     ap.add_argument("--ckpt-minutes", type=float, default=5)
     ap.add_argument("--threads", type=int, default=2, help="max torch threads (drops to 1 when CPU is contended)")
+    ap.add_argument("--chat-frac", type=float, default=0.0,
+                    help="fraction of batch rows drawn from chat_train.txt (ChatML conversations)")
     ap.add_argument("--resume", action="store_true")
     ap.add_argument("--selftest", action="store_true")
     ap.add_argument("--export", metavar="DIR", help="export build/train/ckpt.pt (under --out) as HF dir")

@@ -1,0 +1,193 @@
+# Evaluates bundled-model candidates with braid itself: bits per byte on held-out prose (comparable across
+# tokenizers), a content-word score on held-out chat questions against a random-gloss baseline, and samples.
+"""Usage:
+  eval_chat.py --braid build/tools/braid --model NEW.gguf --tokenizer NEW/tokenizer.model
+               [--old OLD.gguf] --corpus build/corpus [--n 300] [--out report.md]
+
+Bits per byte: the validation documents are written as one plain text (blank line between documents),
+each model scores it with `braid perplexity --all-tokens -c 256` (BOS plus 255 tokens per window, every
+token scored), and bpb = tokens * ln(ppl) / ln 2 / bytes of that text. The total negative log-likelihood
+over the same bytes is comparable whatever the tokenizer.
+
+Chat score: the held-out WordNet "what does WORD mean" questions from chat_valid.jsonl (about lemmas whose
+gloss lies in the validation split, never trained on) are asked in ChatML through `braid generate --ids`
+(greedy, up to 48 tokens, cut at <|im_end|>). An answer scores when it shares a content word (not a stop
+word, not a word of the question's lemma, plural -s folded) with the reference definition. The baseline
+answers every question with the definition of another held-out lemma (random, seeded). Part-of-speech
+questions score when the answer names the right part of speech; baseline: a random part of speech among
+those asked.
+"""
+import argparse
+import json
+import math
+import os
+import random
+import re
+import subprocess
+import sys
+
+import sentencepiece as spm
+
+IM_START, IM_END = "<|im_start|>", "<|im_end|>"
+STOP = set("""a an the of to in on at by for with from as is are was were be been being or and not no any
+some that this these those which who whom whose what when where how it its into than then there their them
+they he she his her one ones something someone especially usually often etc used use using make made
+having has have had do does done can may might will would should could very more most less such other""".split())
+
+
+def words(text):
+    out = set()
+    for w in re.findall(r"[a-z]+", text.lower()):
+        if len(w) < 3 or w in STOP:
+            continue
+        out.add(w[:-1] if w.endswith("s") and len(w) > 3 else w)
+    return out
+
+
+def overlap(answer, reference, lemma):
+    return bool((words(answer) - words(lemma)) & (words(reference) - words(lemma)))
+
+
+class Chat:
+    """ChatML prompts as token ids (control pieces by id, text fragments encoded on their own, as the
+    trainer did) and greedy replies from braid."""
+
+    def __init__(self, braid, model, tokenizer, max_new=48):
+        self.braid, self.model, self.max_new = braid, model, max_new
+        self.sp = spm.SentencePieceProcessor(model_file=tokenizer)
+        self.start, self.end = self.sp.piece_to_id(IM_START), self.sp.piece_to_id(IM_END)
+        if not (self.sp.is_control(self.start) and self.sp.is_control(self.end)):
+            sys.exit("eval_chat: %s has no ChatML control pieces" % tokenizer)
+
+    def prompt_ids(self, messages):
+        ids = [self.sp.bos_id()]
+        for role, text in messages:
+            ids += [self.start] + self.sp.encode(role + "\n" + text) + [self.end] + self.sp.encode("\n")
+        return ids + [self.start] + self.sp.encode("assistant\n")
+
+    def reply(self, messages):
+        ids = self.prompt_ids(messages)
+        r = subprocess.run([self.braid, "generate", "-m", self.model, "--tokens", ",".join(map(str, ids)),
+                            "--no-bos", "--ids", "--temp", "0", "-n", str(self.max_new), "--log-disable"],
+                           capture_output=True, text=True)
+        if r.returncode != 0:
+            sys.exit("eval_chat: braid generate failed: %s" % r.stderr.strip())
+        out = [int(t) for t in re.findall(r"-?\d+", r.stdout)]
+        if self.end in out:
+            out = out[:out.index(self.end)]
+        return self.sp.decode([t for t in out if not self.sp.is_control(t)]).strip()
+
+
+def bits_per_byte(braid, model, text_path):
+    r = subprocess.run([braid, "perplexity", "-m", model, "-c", "256", "--all-tokens", text_path],
+                       capture_output=True, text=True)
+    m = re.search(r"perplexity: ([\d.]+) over (\d+) tokens", r.stdout)
+    if r.returncode != 0 or not m:
+        sys.exit("eval_chat: braid perplexity failed on %s: %s" % (model, r.stderr.strip()[-300:]))
+    ppl, n = float(m.group(1)), int(m.group(2))
+    nbytes = os.path.getsize(text_path)
+    return n * math.log(ppl) / math.log(2) / nbytes, ppl, n, nbytes
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--braid", default="build/tools/braid")
+    ap.add_argument("--model", required=True)
+    ap.add_argument("--tokenizer", required=True, help="the new model's tokenizer.model (ChatML pieces)")
+    ap.add_argument("--old", help="the model to compare bits per byte with")
+    ap.add_argument("--corpus", default="build/corpus")
+    ap.add_argument("--n", type=int, default=300)
+    ap.add_argument("--samples", type=int, default=10)
+    ap.add_argument("--skip-bpb", action="store_true")
+    ap.add_argument("--out", help="also write the report (markdown) here")
+    args = ap.parse_args()
+    rep = []
+
+    def say(s=""):
+        print(s, flush=True)
+        rep.append(s)
+
+    if not args.skip_bpb:
+        with open(os.path.join(args.corpus, "valid.txt"), encoding="utf-8") as f:
+            docs = [d.strip("\n") for d in f.read().split("\n\f\n") if d.strip()]
+        plain = os.path.join(args.corpus, "valid_plain.txt")
+        with open(plain, "w", encoding="utf-8") as f:
+            f.write("\n\n".join(docs) + "\n")
+        say("## Bits per byte on the validation split (%s, %d documents)" % (plain, len(docs)))
+        say()
+        say("| model | tokens | perplexity (per token) | bits per byte |")
+        say("|---|---:|---:|---:|")
+        res = {}
+        for name, path in (("old", args.old), ("new", args.model)):
+            if path:
+                b, ppl, n, nb = bits_per_byte(args.braid, path, plain)
+                res[name] = b
+                say("| %s `%s` | %d | %.2f | %.4f |" % (name, path, n, ppl, b))
+        if "old" in res:
+            say()
+            say("new vs old: %+.1f%% bits per byte" % (100 * (res["new"] / res["old"] - 1)))
+        say()
+
+    with open(os.path.join(args.corpus, "chat_valid.jsonl"), encoding="utf-8") as f:
+        held = [json.loads(l) for l in f]
+    rnd = random.Random(7)
+    chat = Chat(args.braid, args.model, args.tokenizer)
+
+    means = [h for h in held if h["kind"] == "mean"]
+    rnd.shuffle(means)
+    qs = means[:args.n]
+    hits = base = 0
+    for i, h in enumerate(qs):
+        ans = chat.reply([("user", h["question"])])
+        h["model"] = ans
+        hits += overlap(ans, h["reference"], h["word"])
+        other = rnd.choice([m for m in means if m["word"] != h["word"]])
+        base += overlap(other["reference"], h["reference"], h["word"])
+        if (i + 1) % 50 == 0:
+            print("  %d/%d: model %d, baseline %d" % (i + 1, len(qs), hits, base), file=sys.stderr, flush=True)
+    say("## Held-out questions")
+    say()
+    say("| questions | model: shares a content word with the reference | random-gloss baseline |")
+    say("|---|---:|---:|")
+    say("| %d \"what does WORD mean\" | %d (%.1f%%) | %d (%.1f%%) |"
+        % (len(qs), hits, 100 * hits / len(qs), base, 100 * base / len(qs)))
+    pos = [h for h in held if h["kind"] == "pos"]
+    rnd.shuffle(pos)
+    pos = pos[:100]
+    kinds = sorted(set(h["reference"] for h in pos))
+    ph = pb = 0
+    for h in pos:
+        ans = chat.reply([("user", h["question"])]).lower()
+        ph += all(k in ans for k in h["reference"].split()) and \
+            not any(k in ans for k in ("noun", "verb", "adjective", "adverb") if k not in h["reference"])
+        pb += rnd.choice(kinds) == h["reference"]
+    say("| %d part of speech | %d (%.1f%%) right | %d (%.1f%%) (random among the %d answers) |"
+        % (len(pos), ph, 100 * ph / len(pos), pb, 100 * pb / len(pos), len(kinds)))
+    say()
+
+    say("## Sample conversations (greedy, held-out words)")
+    say()
+    uses = [h for h in held if h["kind"] == "use"]
+    pys = [h for h in held if h["kind"] == "python"]
+    convs = [[h["question"]] for h in qs[:3]] + [[h["question"]] for h in uses[:2]] + [[h["question"]] for h in pys[:1]]
+    for h in qs[3:5]:
+        convs.append(["What does %s mean?" % h["word"], "Use %s in a sentence." % h["word"],
+                      "Which part of speech is %s?" % h["word"]])
+    convs += [["What does love mean?", "Give a synonym for love."], ["Tell me about the sea."]]
+    for c in convs[:args.samples]:
+        msgs = []
+        say("```")
+        for q in c:
+            msgs.append(("user", q))
+            a = chat.reply(msgs)
+            msgs.append(("assistant", a))
+            say("user: " + q)
+            say("assistant: " + a)
+        say("```")
+    if args.out:
+        with open(args.out, "w", encoding="utf-8") as f:
+            f.write("\n".join(rep) + "\n")
+
+
+if __name__ == "__main__":
+    main()
