@@ -73,6 +73,16 @@ expect 1 "config.json" -- "$BRAID" convert "$WORK" "$WORK/out.gguf"
 mkdir -p "$WORK/hf" && echo '{"architectures": ["LlamaForCausalLM"]}' >"$WORK/hf/config.json"
 expect 1 "LlamaForCausalLM" -- "$BRAID" convert "$WORK/hf" "$WORK/out.gguf"
 [[ ! -e "$WORK/out.gguf" ]] && ok || bad "a failed convert left $WORK/out.gguf behind"
+# tokenizer_config.json's chat_template travels into tokenizer.chat_template; a list of templates is refused
+HFT=$(dirname "$0")/fixtures/hf_tiny
+mkdir -p "$WORK/hfc" && cp "$HFT"/config.json "$HFT"/model.safetensors "$HFT"/tokenizer.model "$WORK/hfc/"
+printf '{"chat_template": "{%% for m in messages %%}<|im_start|>{{ m.role }}\\n{{ m.content }}<|im_end|>\\n{%% endfor %%}"}' \
+  >"$WORK/hfc/tokenizer_config.json"
+expect 0 "" -- "$BRAID" convert "$WORK/hfc" "$WORK/chat.gguf"
+grep -qaF "tokenizer.chat_template" "$WORK/chat.gguf" && grep -qaF "<|im_start|>{{ m.role }}" "$WORK/chat.gguf" &&
+  ok || bad "convert dropped the chat template"
+echo '{"chat_template": [{"name": "default", "template": "x"}]}' >"$WORK/hfc/tokenizer_config.json"
+expect 1 "chat_template wants one template string, found array" -- "$BRAID" convert "$WORK/hfc" "$WORK/chat2.gguf"
 : >"$WORK/empty.txt"
 echo "The quick brown fox jumps over the lazy dog. It was a bright cold day in April." >"$WORK/text.txt"
 expect 1 "no tokenizer" -- "$BRAID" perplexity -m "$M" "$WORK/text.txt"

@@ -10,6 +10,7 @@
 #include "br_tok.h"
 #include "cli.h"
 #include "convert.h"
+#include "json.h"
 
 static void help(void) {
     printf("usage: braid convert HF_DIR OUT.gguf [--type F32|F16|BF16]\n\n"
@@ -18,6 +19,36 @@ static void help(void) {
            "of architecture jamba, with tensor names and layout as llama.cpp's converter writes them.\n\n"
            "  --type T      element type of the weight matrices (default F16); norms, biases,\n"
            "                the conv kernel, A and the MoE router are always F32\n");
+}
+
+/* tokenizer_config.json's chat_template (a Jinja string, as Hugging Face keeps it) becomes
+ * tokenizer.chat_template, the key llama.cpp and chat front ends read. The file is optional; a
+ * template that is there but not one string (some checkpoints keep a list of named templates) is
+ * reported rather than dropped without a word. */
+static br_status add_chat_template(br_gguf_writer *w, const char *dir, br_err *err) {
+    size_t n = strlen(dir) + sizeof "/tokenizer_config.json";
+    char *path = malloc(n);
+    if (!path) return br_err_set(err, BR_ENOMEM, "out of memory");
+    snprintf(path, n, "%s/tokenizer_config.json", dir);
+    size_t len = 0;
+    char *text = cli_read_file(path, &len);
+    free(path);
+    if (!text) return BR_OK;
+    br_json_doc doc;
+    br_status st = br_json_parse(&doc, text, len, NULL, err);
+    free(text);
+    if (st) {
+        br_err_prefix(err, "tokenizer_config.json");
+        return st;
+    }
+    const br_json *t = br_json_get(&doc.root, "chat_template");
+    if (t && (t->type != BR_JSON_STRING || strlen(t->v.str.ptr) != t->v.str.len))
+        st = br_err_set(err, BR_EUNSUPPORTED, "tokenizer_config.json: chat_template wants one template string, found %s",
+                        br_json_type_name(t->type));
+    else if (t)
+        br_gguf_w_str(w, "tokenizer.chat_template", t->v.str.ptr);
+    br_json_free(&doc);
+    return st;
 }
 
 /* Loaded only once the checkpoint has passed every check, so config and weight errors come first. */
@@ -48,6 +79,7 @@ static br_status add_vocab(br_gguf_writer *w, const br_jamba_config *c, void *ud
         st = br_tok_write_gguf_vocab(tok, w, err);
     }
     br_tok_free(tok);
+    if (!st) st = add_chat_template(w, dir, err);
     return st;
 }
 
