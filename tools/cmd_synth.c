@@ -3,102 +3,80 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "br_tok.h"
 #include "cli.h"
 #include "synth.h"
 
-static void help(void) {
-    printf("usage: braid synth OUT.gguf [--preset tiny|jamba-3b] [options]\n\n"
-           "  --preset NAME      starting shape (default tiny)\n"
-           "  --layers N         number of layers\n"
-           "  --hidden N         embedding size\n"
-           "  --heads N          attention heads\n"
-           "  --kv-heads N       KV heads per attention layer\n"
-           "  --ffn N            FFN inner size\n"
-           "  --vocab N          vocabulary size\n"
-           "  --d-state N        SSM state size\n"
-           "  --d-conv N         SSM conv kernel\n"
-           "  --dt-rank N        time-step rank\n"
-           "  --plan SPEC        attention layers: PERIOD:OFFSET (e.g. 9:4, 8:4) or letters like MMMMAMMMM\n"
-           "  --experts N        experts per MoE layer\n"
-           "  --experts-used K   experts chosen per token\n"
-           "  --moe-plan SPEC    MoE layers: PERIOD:OFFSET or letters like -E-E-E-E-\n"
-           "  --tied             LM head shares token_embd\n"
-           "  --type T           F32, F16 or BF16 for the matrices\n"
-           "  --vocab-model FILE write this SentencePiece tokenizer.model's vocabulary into the file\n"
-           "  --seed N           random seed (same seed, same file)\n");
-}
+static const cli_use uses[] = {
+    {CLI_PRESET, NULL, NULL},
+    {CLI_LAYERS, NULL, NULL},
+    {CLI_HIDDEN, NULL, NULL},
+    {CLI_HEADS, NULL, NULL},
+    {CLI_KV_HEADS, NULL, NULL},
+    {CLI_FFN, NULL, NULL},
+    {CLI_VOCAB, NULL, NULL},
+    {CLI_D_STATE, NULL, NULL},
+    {CLI_D_CONV, NULL, NULL},
+    {CLI_DT_RANK, NULL, NULL},
+    {CLI_PLAN, NULL, "attention layers: PERIOD:OFFSET (e.g. 9:4, 8:4) or letters like MMMMAMMMM"},
+    {CLI_EXPERTS, NULL, NULL},
+    {CLI_EXPERTS_USED, NULL, NULL},
+    {CLI_MOE_PLAN, NULL, NULL},
+    {CLI_TIED, NULL, NULL},
+    {CLI_WTYPE, NULL, "F32, F16 or BF16 for the matrices (default: the preset's)"},
+    {CLI_VOCAB_MODEL, NULL, NULL},
+    {CLI_SEED, "1", "random seed (same seed, same file)"},
+    {CLI_END, NULL, NULL},
+};
+
+static const cli_cmd synth_cmd = {
+    "synth", "OUT.gguf [--preset tiny|jamba-3b] [options]",
+    "Writes a random-weight Jamba model of the chosen shape: the preset's, with any of the options below\n"
+    "changed.",
+    uses, 1,
+};
 
 static br_status add_vocab(br_gguf_writer *w, void *ud, br_err *err) {
     return br_tok_write_gguf_vocab((const br_tok *)ud, w, err);
 }
 
 int cmd_synth(int argc, char **argv) {
-    const char *out = NULL, *preset = "tiny", *vocab_model = NULL;
+    cli_args a;
+    int prc = cli_parse(&synth_cmd, argc, argv, &a);
+    if (prc >= 0) return prc;
+    const char *out = a.n_pos ? a.pos[0] : NULL, *vocab_model = a.str[CLI_VOCAB_MODEL];
     br_err err = {0};
-    for (int i = 1; i < argc; i++) /* the preset first: other options override it */
-        if (!strcmp(argv[i], "--preset") && i + 1 < argc) preset = argv[i + 1];
     br_synth_params p;
-    if (br_synth_preset(&p, preset, &err)) return cli_usage_error("synth", "%s", err.msg);
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *v;
-        long n;
-        struct { const char *flag; uint32_t *dst; long lo, hi; } ints[] = {
-            {"--layers", &p.n_layer, 1, BR_MAX_PLAN}, {"--hidden", &p.n_embd, 1, 65536},
-            {"--heads", &p.n_head, 1, 4096},          {"--kv-heads", &p.n_head_kv, 1, 4096},
-            {"--ffn", &p.n_ff, 1, 1 << 20},           {"--vocab", &p.n_vocab, 1, 1 << 24},
-            {"--d-state", &p.d_state, 1, 4096},       {"--d-conv", &p.d_conv, 1, 64},
-            {"--dt-rank", &p.dt_rank, 1, 65536},      {"--experts", &p.n_expert, 1, 4096},
-            {"--experts-used", &p.n_expert_used, 1, 4096},
-        };
-        bool matched = false;
-        for (size_t k = 0; k < sizeof ints / sizeof ints[0]; k++)
-            if (!strcmp(a, ints[k].flag)) {
-                if (!(v = cli_value("synth", argc, argv, &i))) return EXIT_USAGE;
-                if (!cli_int(v, ints[k].lo, ints[k].hi, &n))
-                    return cli_usage_error("synth", "%s wants a whole number from %ld to %ld, not '%s'", a, ints[k].lo,
-                                           ints[k].hi, v);
-                *ints[k].dst = (uint32_t)n;
-                matched = true;
-            }
-        if (matched) continue;
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) { help(); return 0; }
-        if (!strcmp(a, "--preset")) {
-            if (!cli_value("synth", argc, argv, &i)) return EXIT_USAGE;
-            continue;
+    /* the preset first: the other options change it */
+    if (br_synth_preset(&p, a.str[CLI_PRESET], &err)) return cli_usage_error("synth", "%s", err.msg);
+    struct { cli_opt_id id; uint32_t *dst; } ints[] = {
+        {CLI_LAYERS, &p.n_layer}, {CLI_HIDDEN, &p.n_embd}, {CLI_HEADS, &p.n_head}, {CLI_KV_HEADS, &p.n_head_kv},
+        {CLI_FFN, &p.n_ff}, {CLI_VOCAB, &p.n_vocab}, {CLI_D_STATE, &p.d_state}, {CLI_D_CONV, &p.d_conv},
+        {CLI_DT_RANK, &p.dt_rank}, {CLI_EXPERTS, &p.n_expert}, {CLI_EXPERTS_USED, &p.n_expert_used},
+    };
+    for (size_t k = 0; k < sizeof ints / sizeof ints[0]; k++)
+        if (a.given[ints[k].id]) *ints[k].dst = (uint32_t)a.num[ints[k].id];
+    if (a.given[CLI_LAYERS] && a.num[CLI_LAYERS] > BR_MAX_PLAN)
+        return cli_usage_error("synth", "--layers wants a whole number from 1 to %d, not '%s'", BR_MAX_PLAN, a.str[CLI_LAYERS]);
+    if (a.given[CLI_TIED]) p.tied = true;
+    const char *plans[2] = {a.str[CLI_PLAN], a.str[CLI_MOE_PLAN]};
+    char *dsts[2] = {p.plan, p.moe_plan};
+    for (int k = 0; k < 2; k++)
+        if (plans[k]) {
+            if (strlen(plans[k]) > BR_MAX_PLAN) return cli_usage_error("synth", "%s is too long", k ? "--moe-plan" : "--plan");
+            strcpy(dsts[k], plans[k]);
         }
-        if (!strcmp(a, "--tied")) { p.tied = true; continue; }
-        if (!strcmp(a, "--plan") || !strcmp(a, "--moe-plan")) {
-            if (!(v = cli_value("synth", argc, argv, &i))) return EXIT_USAGE;
-            char *dst = a[2] == 'p' ? p.plan : p.moe_plan;
-            if (strlen(v) > BR_MAX_PLAN) return cli_usage_error("synth", "%s is too long", a);
-            strcpy(dst, v);
-            continue;
-        }
-        if (!strcmp(a, "--type")) {
-            if (!(v = cli_value("synth", argc, argv, &i))) return EXIT_USAGE;
-            if (!strcmp(v, "F32") || !strcmp(v, "f32")) p.type = BR_DT_F32;
-            else if (!strcmp(v, "F16") || !strcmp(v, "f16")) p.type = BR_DT_F16;
-            else if (!strcmp(v, "BF16") || !strcmp(v, "bf16")) p.type = BR_DT_BF16;
-            else return cli_usage_error("synth", "--type must be F32, F16 or BF16, not '%s'", v);
-            continue;
-        }
-        if (!strcmp(a, "--seed")) {
-            if (!(v = cli_value("synth", argc, argv, &i))) return EXIT_USAGE;
-            if (!cli_int(v, 0, 0x7fffffffL, &n)) return cli_usage_error("synth", "bad --seed '%s'", v);
-            p.seed = (uint64_t)n;
-            continue;
-        }
-        if (!strcmp(a, "--vocab-model")) {
-            if (!(v = cli_value("synth", argc, argv, &i))) return EXIT_USAGE;
-            vocab_model = v;
-            continue;
-        }
-        if (a[0] == '-' && a[1]) return cli_usage_error("synth", "unknown option '%s'", a);
-        if (out) return cli_usage_error("synth", "one output file at a time");
-        out = a;
+    const char *t = a.str[CLI_WTYPE];
+    if (t) {
+        if (!strcasecmp(t, "F32")) p.type = BR_DT_F32;
+        else if (!strcasecmp(t, "F16")) p.type = BR_DT_F16;
+        else if (!strcasecmp(t, "BF16")) p.type = BR_DT_BF16;
+        else return cli_usage_error("synth", "--type must be F32, F16 or BF16, not '%s'", t);
     }
+    if (a.num[CLI_SEED] < 0) return cli_usage_error("synth", "--seed wants a whole number >= 0, not '%s'", a.str[CLI_SEED]);
+    if (a.given[CLI_SEED]) p.seed = (uint64_t)a.num[CLI_SEED];
     if (!out) return cli_usage_error("synth", "no output file given");
     if (br_synth_finalize(&p, &err)) return cli_usage_error("synth", "%s", err.msg);
     br_tok *tok = NULL;
