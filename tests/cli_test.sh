@@ -186,6 +186,7 @@ expect 1 "cannot read .*nope.txt: No such file" -- "$BRAID" tokenize -m "$MT" -f
 for c in info generate tokenize memory synth convert perplexity; do
   expect 0 "" -- "$BRAID" $c --help
   grep -q "^usage: braid $c" "$WORK/out" && ok || bad "$c --help: $(head -3 "$WORK/out")"
+  [[ -z $(awk 'length > 100' "$WORK/out") ]] && ok || bad "$c --help has lines over 100 columns"
 done
 
 # perplexity: -f, llama-perplexity's scoring by default (second half of each window), said in the output

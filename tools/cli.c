@@ -268,9 +268,19 @@ void cli_help(const cli_cmd *cmd, FILE *f) {
         const char *def = cmd->opts[u].def ? cmd->opts[u].def : o->def;
         if (strlen(left) > 30) fprintf(f, "%s\n%-31s", left, "");
         else fprintf(f, "%-31s", left);
-        fprintf(f, "%s", help);
-        if (def && o->kind != CLI_FLAG) fprintf(f, " (default %s)", def);
-        fputc('\n', f);
+        char text[512];
+        if (def && o->kind != CLI_FLAG) snprintf(text, sizeof text, "%s (default %s)", help, def);
+        else snprintf(text, sizeof text, "%s", help);
+        /* wrapped at word boundaries to 100 columns, continued under the text */
+        const char *t = text;
+        while (strlen(t) > 69) {
+            const char *cut = t + 69;
+            while (cut > t && *cut != ' ') cut--;
+            if (cut == t) break;
+            fprintf(f, "%.*s\n%-31s", (int)(cut - t), t, "");
+            t = cut + 1;
+        }
+        fprintf(f, "%s\n", t);
     }
     fprintf(f, "%-31s%s\n", "  -h, --help", "this text");
 }

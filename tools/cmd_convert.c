@@ -12,14 +12,17 @@
 #include "convert.h"
 #include "json.h"
 
-static void help(void) {
-    printf("usage: braid convert HF_DIR OUT.gguf [--type F32|F16|BF16]\n\n"
-           "Converts a Hugging Face Jamba checkpoint (config.json, model.safetensors or sharded\n"
-           "model-*.safetensors with model.safetensors.index.json, tokenizer.model) to a GGUF file\n"
-           "of architecture jamba, with tensor names and layout as llama.cpp's converter writes them.\n\n"
-           "  --type T      element type of the weight matrices (default F16); norms, biases,\n"
-           "                the conv kernel, A and the MoE router are always F32\n");
-}
+static const cli_use uses[] = {
+    {CLI_WTYPE, "F16", "element type of the weight matrices: F32, F16 or BF16; norms, biases, the conv kernel, A and the MoE router are always F32"},
+    {CLI_END, NULL, NULL},
+};
+static const cli_cmd convert_cmd = {
+    "convert", "HF_DIR OUT.gguf [--type F32|F16|BF16]",
+    "Converts a Hugging Face Jamba checkpoint (config.json, model.safetensors or sharded\n"
+    "model-*.safetensors with model.safetensors.index.json, tokenizer.model) to a GGUF file\n"
+    "of architecture jamba, with tensor names and layout as llama.cpp's converter writes them.",
+    uses, 2,
+};
 
 /* tokenizer_config.json's chat_template (a Jinja string, as Hugging Face keeps it) becomes
  * tokenizer.chat_template, the key llama.cpp and chat front ends read. The file is optional; a
@@ -91,22 +94,15 @@ static void show_progress(void *ud, size_t i, size_t n, const char *name, uint64
 }
 
 int cmd_convert(int argc, char **argv) {
-    const char *dir = NULL, *out = NULL;
-    br_dtype type = BR_DT_F16;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *v;
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) { help(); return 0; }
-        else if (!strcmp(a, "--type")) {
-            if (!(v = cli_value("convert", argc, argv, &i))) return EXIT_USAGE;
-            if (!strcasecmp(v, "F32")) type = BR_DT_F32;
-            else if (!strcasecmp(v, "F16")) type = BR_DT_F16;
-            else if (!strcasecmp(v, "BF16")) type = BR_DT_BF16;
-            else return cli_usage_error("convert", "--type wants F32, F16 or BF16, not '%s'", v);
-        } else if (a[0] == '-' && a[1]) return cli_usage_error("convert", "unknown option '%s'", a);
-        else if (!dir) dir = a;
-        else if (!out) out = a;
-        else return cli_usage_error("convert", "unexpected argument '%s'", a);
-    }
+    cli_args a;
+    int prc = cli_parse(&convert_cmd, argc, argv, &a);
+    if (prc >= 0) return prc;
+    const char *dir = a.n_pos > 0 ? a.pos[0] : NULL, *out = a.n_pos > 1 ? a.pos[1] : NULL, *v = a.str[CLI_WTYPE];
+    br_dtype type;
+    if (!strcasecmp(v, "F32")) type = BR_DT_F32;
+    else if (!strcasecmp(v, "F16")) type = BR_DT_F16;
+    else if (!strcasecmp(v, "BF16")) type = BR_DT_BF16;
+    else return cli_usage_error("convert", "--type wants F32, F16 or BF16, not '%s'", v);
     if (!dir || !out) return cli_usage_error("convert", "want HF_DIR and OUT.gguf");
 
     br_err err = {0};

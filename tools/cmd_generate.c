@@ -44,9 +44,9 @@ static const cli_use uses[] = {
 
 static const cli_cmd generate_cmd = {
     "generate", "-m MODEL.gguf (-p TEXT | -f FILE | --tokens 1,2,3) [options]",
-    "Prints the prompt, then the text generated after it, as they are decoded together: the two joined\n"
-    "are exactly the decoded sequence. Stops at the end-of-text token, after -n tokens, at a reverse prompt\n"
-    "or when the context is full; Ctrl-C stops it too (exit 130, after the timing line).",
+    "Prints the prompt, then the text generated after it, as they are decoded together: the two\n"
+    "joined are exactly the decoded sequence. Stops at the end-of-text token, after -n tokens, at a\n"
+    "reverse prompt or when the context is full; Ctrl-C stops it too (exit 130, after the timing line).",
     uses, 0,
 };
 
