@@ -115,6 +115,14 @@ void br_k_conv_silu(float *out, const float *x, int ldx, float *win, const float
  * independent, so the pool splits them. */
 void br_k_ssm_scan(br_pool *pool, float *y, float *h, const float *x, const float *delta, const float *A,
                    const float *B, const float *C, int ldbc, const float *D, int T, int d, int n);
+/* The scans of several sequences that share a layer (A, D and the shapes), in one pass of the pool. */
+typedef struct br_scan_part {
+    float *y, *h;
+    const float *x, *delta, *B, *C;
+    int T;
+} br_scan_part;
+void br_k_ssm_scan_batch(br_pool *pool, const br_scan_part *parts, int n_parts, const float *A, int ldbc,
+                         const float *D, int d, int n);
 
 #ifdef __cplusplus
 }

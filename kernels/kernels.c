@@ -325,10 +325,11 @@ void br_k_conv_silu(float *out, const float *x, int ldx, float *win, const float
     }
 }
 
+/* One sequence's scan, or a range of its channels: what a pool task runs. */
 typedef struct {
     float *y, *h;
     const float *x, *delta, *A, *B, *C, *D;
-    int ldbc, T, d, n, per_task;
+    int ldbc, T, d, n;
 } scan_job;
 
 static void scan_scalar(const scan_job *j, int c0, int c1) {
@@ -348,23 +349,39 @@ static void scan_scalar(const scan_job *j, int c0, int c1) {
     }
 }
 
+typedef struct {
+    const br_scan_part *parts;
+    const float *A, *D;
+    int ldbc, d, n, chunks, per_chunk;
+} scan_batch;
+
 static void scan_task(void *ctx, int task, int n_tasks, int thread) {
     (void)n_tasks; (void)thread;
-    scan_job *j = ctx;
-    int c0 = task * j->per_task, c1 = c0 + j->per_task;
-    if (c1 > j->d) c1 = j->d;
+    const scan_batch *bt = ctx;
+    const br_scan_part *p = &bt->parts[task / bt->chunks];
+    int c0 = task % bt->chunks * bt->per_chunk, c1 = c0 + bt->per_chunk;
+    if (c1 > bt->d) c1 = bt->d;
+    scan_job j = {p->y, p->h, p->x, p->delta, bt->A, p->B, p->C, bt->D, bt->ldbc, p->T, bt->d, bt->n};
     if (g_isa >= BR_ISA_AVX2)
-        br_avx2_scan(j->y, j->h, j->x, j->delta, j->A, j->B, j->C, j->ldbc, j->D, j->T, j->d, j->n, c0, c1);
+        br_avx2_scan(j.y, j.h, j.x, j.delta, j.A, j.B, j.C, j.ldbc, j.D, j.T, j.d, j.n, c0, c1);
     else
-        scan_scalar(j, c0, c1);
+        scan_scalar(&j, c0, c1);
+}
+
+void br_k_ssm_scan_batch(br_pool *pool, const br_scan_part *parts, int n_parts, const float *A, int ldbc,
+                         const float *D, int d, int n) {
+    /* about four tasks per thread in all, each a range of one sequence's channels, in one pool run:
+     * a step of many one-token sequences then costs one wake-up of the threads, not one per sequence */
+    int want = br_pool_size(pool) * 4;
+    int chunks = (want + n_parts - 1) / n_parts;
+    if (chunks > d) chunks = d;
+    scan_batch bt = {parts, A, D, ldbc, d, n, 0, (d + chunks - 1) / chunks};
+    bt.chunks = (d + bt.per_chunk - 1) / bt.per_chunk;
+    br_pool_run(pool, scan_task, &bt, n_parts * bt.chunks);
 }
 
 void br_k_ssm_scan(br_pool *pool, float *y, float *h, const float *x, const float *delta, const float *A,
                    const float *B, const float *C, int ldbc, const float *D, int T, int d, int n) {
-    scan_job j = {y, h, x, delta, A, B, C, D, ldbc, T, d, n, 0};
-    int tasks = br_pool_size(pool) * 4;
-    if (tasks > d) tasks = d;
-    j.per_task = (d + tasks - 1) / tasks;
-    tasks = (d + j.per_task - 1) / j.per_task;
-    br_pool_run(pool, scan_task, &j, tasks);
+    br_scan_part p = {y, h, x, delta, B, C, T};
+    br_k_ssm_scan_batch(pool, &p, 1, A, ldbc, D, d, n);
 }
