@@ -20,6 +20,7 @@ struct br_ctx {
     br_store *store;
     /* the step being computed */
     br_slice *sl;
+    br_scan_part *scan; /* one per slice */
     int n_sl;
     /* scratch for one step of up to n_batch rows */
     float *x, *xn, *t_out;        /* B x E */
@@ -73,8 +74,9 @@ br_status br_ctx_init(br_ctx **out, const br_model *m, br_ctx_params p, br_err *
     if (br_pool_init(&c->pool, p.n_threads)) { free(c); return br_err_set(err, BR_ENOMEM, "cannot start threads"); }
     c->store = br_store_new(m);
     c->sl = calloc((size_t)p.n_batch, sizeof *c->sl);
+    c->scan = calloc((size_t)p.n_batch, sizeof *c->scan);
     c->lg_rows = calloc((size_t)p.n_batch, sizeof *c->lg_rows);
-    if (!c->store || !c->sl || !c->lg_rows) goto oom;
+    if (!c->store || !c->sl || !c->scan || !c->lg_rows) goto oom;
     uint32_t kvmax = 0;
     bool any_moe = false;
     for (uint32_t i = 0; i < hp->n_layer; i++) {
@@ -137,6 +139,7 @@ void br_ctx_free(br_ctx *c) {
     free(c->sel);
     free(c->rows_e);
     free(c->sl);
+    free(c->scan);
     free(c->lg_rows);
     br_store_unref(c->store);
     br_pool_free(c->pool);
@@ -237,13 +240,14 @@ static void mamba_block(br_ctx *c, const br_layer *ly, uint32_t il, int n) {
             float *d = &c->delta[(size_t)t * Di + i];
             *d = br_k_softplus(*d + ly->dt_b[i]);
         }
-    /* the selective scan, each sequence from its own state */
+    /* the selective scan, each sequence from its own state, all in one pass of the pool */
     for (int si = 0; si < c->n_sl; si++) {
         const br_slice *sl = &c->sl[si];
         size_t r = (size_t)sl->row;
-        br_k_ssm_scan(c->pool, c->y + r * Di, sl->seq->h[il], c->xc + r * Di, c->delta + r * Di, ly->A,
-                      c->dbc + r * W + R, c->dbc + r * W + R + S, W, ly->D, sl->n, Di, S);
+        c->scan[si] = (br_scan_part){c->y + r * Di, sl->seq->h[il], c->xc + r * Di, c->delta + r * Di,
+                                     c->dbc + r * W + R, c->dbc + r * W + R + S, sl->n};
     }
+    br_k_ssm_scan_batch(c->pool, c->scan, c->n_sl, ly->A, W, ly->D, Di, S);
     /* gate with silu(z), then out_proj */
     for (int t = 0; t < n; t++)
         for (int i = 0; i < Di; i++) c->y[(size_t)t * Di + i] *= br_k_silu(c->xz[(size_t)t * 2 * Di + Di + i]);

@@ -27,6 +27,7 @@ static const command commands[] = {
     {"memory", cmd_memory, "measure memory against context length (KV cache, SSM state, RSS)"},
     {"synth", cmd_synth, "write a random-weight Jamba model of a given shape"},
     {"convert", cmd_convert, "convert a Hugging Face Jamba checkpoint to GGUF"},
+    {"batched-bench", cmd_batched_bench, "decode several sequences at once; time rollback and forks"},
     {"perplexity", cmd_perplexity, "measure a model's perplexity on a text file"},
     {"quantize", cmd_quantize, "write a model with its matrices quantized (Q8_0, Q4_K_M, ...)"},
 };

@@ -45,6 +45,8 @@ typedef enum {
     CLI_CTX_LIST, CLI_PLAN, CLI_CSV, CLI_PLOT, CLI_PPL_ALL,
     CLI_PRESET, CLI_LAYERS, CLI_HIDDEN, CLI_HEADS, CLI_KV_HEADS, CLI_FFN, CLI_VOCAB, CLI_D_STATE, CLI_D_CONV,
     CLI_DT_RANK, CLI_EXPERTS, CLI_EXPERTS_USED, CLI_MOE_PLAN, CLI_TIED, CLI_WTYPE, CLI_VOCAB_MODEL,
+    /* batched-bench */
+    CLI_NPP, CLI_NTG, CLI_NPL, CLI_ROLLBACK, CLI_FORKS,
     CLI_N_OPTS,
     CLI_END = -1
 } cli_opt_id;
@@ -101,6 +103,7 @@ int cmd_memory(int argc, char **argv);
 int braid_cmd_tokenize(int argc, char **argv);
 int cmd_convert(int argc, char **argv);
 int cmd_perplexity(int argc, char **argv);
+int cmd_quantize(int argc, char **argv);
+int cmd_batched_bench(int argc, char **argv);
 
 #endif
-int cmd_quantize(int argc, char **argv);
