@@ -427,6 +427,12 @@ uint64_t br_model_fingerprint(const br_model *m) {
         uint64_t d[2 + BR_GGUF_MAX_DIMS] = {t->type, t->n_dims};
         memcpy(d + 2, t->ne, sizeof t->ne);
         XXH64_update(h, d, sizeof d);
+        /* and a few KiB of each tensor's bytes: fine-tunes of one shape differ there, and reading them
+         * costs two pages a tensor, not a pass over gigabytes */
+        const uint8_t *b = t->data;
+        uint64_t take = t->nbytes < 4096 ? t->nbytes : 4096;
+        XXH64_update(h, b, take);
+        XXH64_update(h, b + t->nbytes - take, take);
     }
     uint64_t r = XXH64_digest(h);
     XXH64_freeState(h);

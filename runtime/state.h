@@ -77,7 +77,8 @@ br_status br_seq_load(br_seq *s, const char *path, br_err *err);
 br_status br_seq_save_bytes(const br_seq *s, uint8_t **data, size_t *size, br_err *err);
 br_status br_seq_load_bytes(br_seq *s, const uint8_t *data, size_t size, br_err *err);
 
-/* A 64-bit fingerprint of what the state depends on: hyperparameters, layer plan and tensor table. */
+/* A 64-bit fingerprint of what the state depends on: hyperparameters, layer plan, the tensor table and
+ * the first and last 4 KiB of every tensor (so fine-tunes of one shape differ). */
 uint64_t br_model_fingerprint(const br_model *m);
 
 #ifdef __cplusplus
