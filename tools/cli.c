@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 int cli_fail(const char *cmd, const char *fmt, ...) {
     va_list ap;
@@ -393,4 +394,16 @@ int cli_parse(const cli_cmd *cmd, int argc, char **argv, cli_args *a) {
             cli_note(cmd->name, "%s %s ignored: %s", opts[id].names[0], a->str[id] ? a->str[id] : "", opts[id].ignored);
     }
     return -1;
+}
+
+int cli_threads(const char *cmd, const cli_args *a) {
+    if (!a->given[CLI_THREADS]) return 0;
+    long online = sysconf(_SC_NPROCESSORS_ONLN), t = a->num[CLI_THREADS];
+    if (online < 1) online = 1;
+    /* more threads than CPUs only take turns spinning on each other: 100x slower, not faster */
+    if (t > online) {
+        fprintf(stderr, "braid %s: warning: -t %ld is more than the %ld online CPUs; using %ld\n", cmd, t, online, online);
+        t = online;
+    }
+    return (int)t;
 }

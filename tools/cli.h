@@ -91,6 +91,8 @@ int cli_parse(const cli_cmd *cmd, int argc, char **argv, cli_args *a);
 void cli_help(const cli_cmd *cmd, FILE *f);
 /* The first name of an option ("-m"), for messages. */
 const char *cli_opt_name(cli_opt_id id);
+/* -t as given, clamped to the online CPUs with a one-line warning; 0 when not given (one per CPU). */
+int cli_threads(const char *cmd, const cli_args *a);
 /* "braid CMD: note: ..." on stderr, unless --log-disable was given. */
 void cli_note(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Whether --log-disable was given: notes and timing lines are then not printed. */

@@ -166,7 +166,7 @@ int cmd_generate(int argc, char **argv) {
 
     br_ctx_params cp = br_ctx_default_params();
     cp.n_batch = (int)a.num[CLI_BATCH_SIZE];
-    cp.n_threads = (int)a.num[CLI_THREADS];
+    cp.n_threads = cli_threads("generate", &a);
     br_seq_params spar = br_seq_default_params();
     spar.n_ctx = (int)n_ctx;
     if (br_ctx_init(&ctx, &m, cp, &err) || br_seq_init(&seq, ctx, spar, &err) || br_sampler_init(&smp, sp, (int)m.hp.n_vocab, &err)) {

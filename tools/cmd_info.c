@@ -51,6 +51,18 @@ int cmd_info(int argc, char **argv) {
     printf("plan:            %s\n", plan);
     printf("parameters:      %llu (%.2fM)\n", (unsigned long long)m.n_params, (double)m.n_params / 1e6);
     printf("weights:         %s, mostly %s\n", w, br_dtype_name(m.file_type));
+    /* per element type: tensors and bytes (a quantized file mixes several) */
+    uint64_t n_of[64] = {0}, b_of[64] = {0};
+    for (uint64_t i = 0; i < m.file.n_tensors; i++) {
+        unsigned t = (unsigned)m.file.tensors[i].type;
+        if (t < 64) { n_of[t]++; b_of[t] += m.file.tensors[i].nbytes; }
+    }
+    for (unsigned t = 0; t < 64; t++)
+        if (n_of[t]) {
+            char b[32];
+            human(b, sizeof b, (double)b_of[t]);
+            printf("  %-14s %4llu tensors, %s\n", br_dtype_name((br_dtype)t), (unsigned long long)n_of[t], b);
+        }
     printf("vocabulary:      %u\n", hp->n_vocab);
     printf("embedding:       %u; heads %u (head dim %u); FFN %u\n", hp->n_embd, hp->n_head, hp->n_embd / hp->n_head, hp->n_ff);
     printf("ssm:             d_inner %u, d_state %u, d_conv %u, dt_rank %u\n", hp->d_inner, hp->d_state, hp->d_conv,

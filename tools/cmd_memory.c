@@ -199,7 +199,7 @@ int cmd_memory(int argc, char **argv) {
     if (prc >= 0) return prc;
     const char *model_path = a.str[CLI_MODEL], *ctx_list = a.str[CLI_CTX_LIST], *plan = a.str[CLI_PLAN],
                *csv = a.str[CLI_CSV], *plot = a.str[CLI_PLOT];
-    long n_batch = a.num[CLI_BATCH_SIZE], n_threads = a.num[CLI_THREADS];
+    long n_batch = a.num[CLI_BATCH_SIZE], n_threads = cli_threads("memory", &a);
     if (!model_path) return cli_usage_error("memory", "no model given (-m MODEL.gguf)");
     if (!ctx_list) return cli_usage_error("memory", "no lengths given (-c 1k,4k,16k)");
     long lens[MAX_LENGTHS];

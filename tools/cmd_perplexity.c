@@ -55,7 +55,7 @@ int cmd_perplexity(int argc, char **argv) {
     int prc = cli_parse(&perplexity_cmd, argc, argv, &a);
     if (prc >= 0) return prc;
     const char *model_path = a.str[CLI_MODEL], *text_path = a.n_pos ? a.pos[0] : a.str[CLI_FILE];
-    long n_ctx = a.num[CLI_CTX_SIZE], n_batch = a.num[CLI_BATCH_SIZE], n_threads = a.num[CLI_THREADS];
+    long n_ctx = a.num[CLI_CTX_SIZE], n_batch = a.num[CLI_BATCH_SIZE], n_threads = cli_threads("perplexity", &a);
     bool all_tokens = a.given[CLI_PPL_ALL];
     if (!model_path) return cli_usage_error("perplexity", "no model given (-m MODEL.gguf)");
     if (a.n_pos && a.given[CLI_FILE]) return cli_usage_error("perplexity", "give the text once: as -f FILE or as FILE");

@@ -24,7 +24,7 @@ int cmd_quantize(int argc, char **argv) {
     br_qftype t;
     if (!br_qftype_parse(a.pos[2], &t))
         return cli_usage_error("quantize", "unknown type '%s' (Q8_0, Q4_0, Q4_K_M, Q5_K_M or Q6_K)", a.pos[2]);
-    long nt = a.given[CLI_THREADS] ? a.num[CLI_THREADS] : sysconf(_SC_NPROCESSORS_ONLN);
+    long nt = a.given[CLI_THREADS] ? cli_threads("quantize", &a) : sysconf(_SC_NPROCESSORS_ONLN);
     if (nt < 1) nt = 1;
     br_quant_report rep;
     br_err err = {0};
