@@ -29,6 +29,7 @@ static const command commands[] = {
     {"convert", cmd_convert, "convert a Hugging Face Jamba checkpoint to GGUF"},
     {"batched-bench", cmd_batched_bench, "decode several sequences at once; time rollback and forks"},
     {"perplexity", cmd_perplexity, "measure a model's perplexity on a text file"},
+    {"bench", cmd_bench, "measure prefill and decode tokens/s (llama-bench's table; --roofline)"},
     {"quantize", cmd_quantize, "write a model with its matrices quantized (Q8_0, Q4_K_M, ...)"},
 };
 

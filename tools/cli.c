@@ -198,6 +198,13 @@ static const cli_opt opts[CLI_N_OPTS] = {
     [CLI_PLOT] = {{"--plot"}, CLI_STR, "FILE.svg", 0, 0, NULL, NULL, "also draw a plot (SVG)", NULL, false},
     [CLI_PPL_ALL] = {{"--all-tokens"}, CLI_FLAG, NULL, 0, 0, NULL, NULL,
                      "score every token of each window, not only the second half", NULL, false},
+    [CLI_N_PROMPT] = {{"-p", "--n-prompt"}, CLI_INT, "N", 0, 1 << 20, "a count >= 0", "512",
+                      "prompt tokens per prefill test (0: none)", NULL, false},
+    [CLI_REPS] = {{"-r", "--repetitions"}, CLI_INT, "N", 1, 1000, "a count from 1 to 1000", "5",
+                  "runs of each test", NULL, false},
+    [CLI_OUTPUT] = {{"-o", "--output"}, CLI_STR, "FMT", 0, 0, NULL, "md", "md, csv or json", NULL, false},
+    [CLI_ROOFLINE] = {{"--roofline"}, CLI_FLAG, NULL, 0, 0, NULL, NULL,
+                      "also measure read bandwidth and the F32 GEMM rate, and the decode bound", NULL, false},
     /* model shapes (synth) and element types (synth, convert) */
     [CLI_PRESET] = {{"--preset"}, CLI_STR, "NAME", 0, 0, NULL, "tiny", "starting shape: tiny or jamba-3b", NULL, false},
     [CLI_LAYERS] = {{"--layers"}, CLI_INT, "N", 1, 4096, "a whole number from 1 to 4096", NULL, "number of layers", NULL, false},

@@ -43,6 +43,7 @@ typedef enum {
     CLI_REVERSE_PROMPT, CLI_NO_DISPLAY_PROMPT, CLI_COLOR, CLI_LOG_DISABLE, CLI_NO_CNV, CLI_N_GPU_LAYERS,
     CLI_NO_BOS, CLI_IDS,
     CLI_CTX_LIST, CLI_PLAN, CLI_CSV, CLI_PLOT, CLI_PPL_ALL,
+    CLI_N_PROMPT, CLI_REPS, CLI_OUTPUT, CLI_ROOFLINE,
     CLI_PRESET, CLI_LAYERS, CLI_HIDDEN, CLI_HEADS, CLI_KV_HEADS, CLI_FFN, CLI_VOCAB, CLI_D_STATE, CLI_D_CONV,
     CLI_DT_RANK, CLI_EXPERTS, CLI_EXPERTS_USED, CLI_MOE_PLAN, CLI_TIED, CLI_WTYPE, CLI_VOCAB_MODEL,
     /* batched-bench */
@@ -106,6 +107,7 @@ int braid_cmd_tokenize(int argc, char **argv);
 int cmd_convert(int argc, char **argv);
 int cmd_perplexity(int argc, char **argv);
 int cmd_quantize(int argc, char **argv);
+int cmd_bench(int argc, char **argv);
 int cmd_batched_bench(int argc, char **argv);
 
 #endif

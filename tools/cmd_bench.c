@@ -1,0 +1,229 @@
+/* `braid bench -m MODEL -p 512 -n 128 -t 2 -r 5`: prefill and decode tokens/s in a table shaped like
+ * llama-bench's (median and spread over the runs), as markdown, CSV or JSON; --roofline adds this
+ * machine's read bandwidth and F32 GEMM rate, the decode bound they imply and the fraction reached. */
+#include <cblas.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+#include "model.h"
+#include "state.h"
+
+static const cli_use uses[] = {
+    {CLI_MODEL, NULL, NULL}, {CLI_N_PROMPT, NULL, NULL}, {CLI_N_PREDICT, "128", "generated tokens per decode test (0: none)"},
+    {CLI_THREADS, NULL, NULL}, {CLI_REPS, NULL, NULL}, {CLI_OUTPUT, NULL, NULL}, {CLI_ROOFLINE, NULL, NULL},
+    {CLI_END, NULL, NULL},
+};
+static const cli_cmd bench_cmd = {
+    "bench", "-m MODEL.gguf [-p 512] [-n 128] [-t N] [-r 5] [-o md|csv|json] [--roofline]",
+    "pp N: N prompt tokens in one prefill, from an empty context. tg N: N tokens decoded one at a time.\n"
+    "Token ids are fixed pseudo-random ids; t/s is the median over the runs, +- the sample standard\n"
+    "deviation. Measure on an idle machine: another busy process makes decode many times slower.",
+    uses, 0,
+};
+
+static int cmp_d(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+static void stats(double *v, int n, double *med, double *sd) {
+    qsort(v, (size_t)n, sizeof *v, cmp_d);
+    *med = n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+    double mean = 0, ss = 0;
+    for (int i = 0; i < n; i++) mean += v[i];
+    mean /= n;
+    for (int i = 0; i < n; i++) ss += (v[i] - mean) * (v[i] - mean);
+    *sd = n > 1 ? sqrt(ss / (n - 1)) : 0;
+}
+
+/* --- roofline: a streaming read far larger than the last-level cache, and sgemm on every thread --- */
+
+typedef struct { const float *buf; size_t n; double *sums; } read_job;
+static void read_task(void *ctx, int task, int n_tasks, int thread) {
+    (void)thread;
+    read_job *j = ctx;
+    size_t per = j->n / (size_t)n_tasks, a = per * (size_t)task, b = task == n_tasks - 1 ? j->n : a + per;
+    float s0 = 0, s1 = 0, s2 = 0, s3 = 0, s4 = 0, s5 = 0, s6 = 0, s7 = 0;
+    for (size_t i = a; i + 8 <= b; i += 8) {
+        s0 += j->buf[i]; s1 += j->buf[i + 1]; s2 += j->buf[i + 2]; s3 += j->buf[i + 3];
+        s4 += j->buf[i + 4]; s5 += j->buf[i + 5]; s6 += j->buf[i + 6]; s7 += j->buf[i + 7];
+    }
+    j->sums[task] = s0 + s1 + s2 + s3 + s4 + s5 + s6 + s7;
+}
+
+typedef struct { float *a, *b, *c; int n; } gemm_job;
+static void gemm_task(void *ctx, int task, int n_tasks, int thread) {
+    (void)n_tasks; (void)thread;
+    gemm_job *j = ctx;
+    size_t nn = (size_t)j->n * j->n;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, j->n, j->n, j->n, 1.0f, j->a + nn * (size_t)task, j->n,
+                j->b + nn * (size_t)task, j->n, 0.0f, j->c + nn * (size_t)task, j->n);
+}
+
+static int roofline(br_pool *pool, double *gbs, double *gflops) {
+    size_t bytes = (size_t)2 << 30, n = bytes / sizeof(float); /* 2 GiB: over 4x this machine's L3 */
+    float *buf = malloc(bytes);
+    double sums[256];
+    if (!buf) return -1;
+    for (size_t i = 0; i < n; i++) buf[i] = (float)(i & 7);
+    int nt = br_pool_size(pool);
+    read_job rj = {buf, n, sums};
+    double best = 1e30;
+    for (int r = 0; r < 5; r++) {
+        double t0 = cli_now();
+        br_pool_run(pool, read_task, &rj, nt);
+        double dt = cli_now() - t0;
+        if (dt < best) best = dt;
+    }
+    *gbs = (double)bytes / best / 1e9;
+    free(buf);
+    int gn = 512;
+    size_t nn = (size_t)gn * gn * (size_t)nt;
+    gemm_job gj = {malloc(nn * 4), malloc(nn * 4), malloc(nn * 4), gn};
+    if (!gj.a || !gj.b || !gj.c) { free(gj.a); free(gj.b); free(gj.c); return -1; }
+    for (size_t i = 0; i < nn; i++) { gj.a[i] = (float)(i % 13) * 0.1f; gj.b[i] = (float)(i % 7) * 0.1f; }
+    best = 1e30;
+    for (int r = 0; r < 5; r++) {
+        double t0 = cli_now();
+        br_pool_run(pool, gemm_task, &gj, nt);
+        double dt = cli_now() - t0;
+        if (dt < best) best = dt;
+    }
+    *gflops = 2.0 * gn * gn * gn * nt / best / 1e9;
+    free(gj.a); free(gj.b); free(gj.c);
+    return 0;
+}
+
+/* Bytes of weights one decoded token reads: every matrix but the embedding table (one row of it), which
+ * is read whole when it is also the LM head; for MoE layers only the experts used. */
+static double bytes_per_token(const br_model *m) {
+    double b = 0;
+    for (uint64_t i = 0; i < m->file.n_tensors; i++) {
+        const br_gguf_tensor *t = &m->file.tensors[i];
+        double nb = (double)t->nbytes;
+        if (br_str_eq(t->name, "token_embd.weight") && !m->tied) nb /= (double)t->ne[1];
+        else if (t->n_dims == 3 && m->hp.n_expert) nb *= (double)m->hp.n_expert_used / m->hp.n_expert;
+        b += nb;
+    }
+    return b;
+}
+
+int cmd_bench(int argc, char **argv) {
+    cli_args a;
+    int prc = cli_parse(&bench_cmd, argc, argv, &a);
+    if (prc >= 0) return prc;
+    const char *path = a.str[CLI_MODEL], *fmt = a.str[CLI_OUTPUT];
+    if (!path) return cli_usage_error("bench", "no model file given (-m)");
+    if (strcmp(fmt, "md") && strcmp(fmt, "csv") && strcmp(fmt, "json"))
+        return cli_usage_error("bench", "-o wants md, csv or json, not '%s'", fmt);
+    int np = (int)a.num[CLI_N_PROMPT], ng = (int)a.num[CLI_N_PREDICT], reps = (int)a.num[CLI_REPS];
+    if (ng < 0) return cli_usage_error("bench", "-n wants a count >= 0");
+    int threads = cli_threads("bench", &a);
+    br_model m;
+    br_err err = {0};
+    if (br_model_load(&m, path, &err)) return cli_fail("bench", "%s", err.msg);
+    br_ctx_params cp = br_ctx_default_params();
+    cp.n_batch = np > 0 ? np : 1;
+    cp.n_threads = threads;
+    br_ctx *ctx = NULL;
+    int rc = 1;
+    double *pp = calloc((size_t)reps, sizeof(double)), *tg = calloc((size_t)reps, sizeof(double));
+    int32_t *ids = malloc(((size_t)np + 1) * sizeof(int32_t));
+    if (!pp || !tg || !ids) { cli_fail("bench", "out of memory"); goto done; }
+    if (br_ctx_init(&ctx, &m, cp, &err)) { cli_fail("bench", "%s", err.msg); goto done; }
+    threads = br_ctx_n_threads(ctx);
+    uint32_t rng = 12345;
+    for (int i = 0; i <= np; i++) { rng = rng * 1664525u + 1013904223u; ids[i] = (int32_t)((rng >> 8) % m.hp.n_vocab); }
+    br_seq_params sp = br_seq_default_params();
+    sp.n_ctx = np + ng + 1;
+    for (int r = 0; r < reps; r++) {
+        br_seq *s = NULL;
+        if (br_seq_init(&s, ctx, sp, &err)) { cli_fail("bench", "%s", err.msg); goto done; }
+        if (np > 0) {
+            double t0 = cli_now();
+            if (br_ctx_eval(ctx, s, ids, np, NULL, false, &err)) { br_seq_free(s); cli_fail("bench", "%s", err.msg); goto done; }
+            pp[r] = np / (cli_now() - t0);
+            br_seq_reset(s);
+        }
+        if (ng > 0) {
+            double t0 = cli_now();
+            for (int i = 0; i < ng; i++)
+                if (br_ctx_eval(ctx, s, &ids[i % (np + 1)], 1, NULL, false, &err)) {
+                    br_seq_free(s);
+                    cli_fail("bench", "%s", err.msg);
+                    goto done;
+                }
+            tg[r] = ng / (cli_now() - t0);
+        }
+        br_seq_free(s);
+    }
+    const char *name = strrchr(path, '/') ? strrchr(path, '/') + 1 : path;
+    double size_gib = (double)br_model_weight_bytes(&m) / (1 << 30), params_b = (double)m.n_params / 1e9;
+    struct { const char *test; int n; double *v; } rows[2] = {{"pp", np, pp}, {"tg", ng, tg}};
+    double med[2] = {0, 0}, sd[2] = {0, 0};
+    for (int k = 0; k < 2; k++) if (rows[k].n > 0) stats(rows[k].v, reps, &med[k], &sd[k]);
+    double gbs = 0, gfl = 0, bound = 0;
+    bool roof = a.given[CLI_ROOFLINE];
+    if (roof) {
+        br_pool *pool = NULL;
+        if (br_pool_init(&pool, threads) || roofline(pool, &gbs, &gfl)) {
+            br_pool_free(pool);
+            cli_fail("bench", "out of memory for the roofline buffers");
+            goto done;
+        }
+        br_pool_free(pool);
+        bound = gbs * 1e9 / bytes_per_token(&m);
+    }
+    if (!strcmp(fmt, "md")) {
+        printf("| model | size | params | threads | test | t/s |\n| --- | ---: | ---: | ---: | ---: | ---: |\n");
+        for (int k = 0; k < 2; k++)
+            if (rows[k].n > 0)
+                printf("| %s %s | %.2f GiB | %.2f B | %d | %s%d | %.2f ± %.2f |\n", name, br_dtype_name(m.file_type),
+                       size_gib, params_b, threads, rows[k].test, rows[k].n, med[k], sd[k]);
+        if (roof) {
+            printf("\nread bandwidth %.1f GB/s, F32 GEMM %.1f GFLOP/s (%d threads)\n", gbs, gfl, threads);
+            printf("decode bound %.2f t/s (%.1f MB of weights per token)", bound, bytes_per_token(&m) / 1e6);
+            if (ng > 0) printf(", reached %.0f%%", 100 * med[1] / bound);
+            printf("\n");
+            if (np > 0)
+                printf("prefill: %.1f GFLOP/s of matrix products, %.0f%% of the GEMM rate\n",
+                       med[0] * 2.0 * (double)m.n_params / 1e9, 100 * med[0] * 2.0 * (double)m.n_params / 1e9 / gfl);
+        }
+    } else if (!strcmp(fmt, "csv")) {
+        printf("model,type,size_bytes,params,threads,test,n,ts_median,ts_stddev,reps%s\n",
+               roof ? ",read_gbs,gemm_gflops,decode_bound_ts" : "");
+        for (int k = 0; k < 2; k++)
+            if (rows[k].n > 0) {
+                printf("%s,%s,%llu,%llu,%d,%s,%d,%.4f,%.4f,%d", name, br_dtype_name(m.file_type),
+                       (unsigned long long)br_model_weight_bytes(&m), (unsigned long long)m.n_params, threads,
+                       rows[k].test, rows[k].n, med[k], sd[k], reps);
+                if (roof) printf(",%.2f,%.2f,%.4f", gbs, gfl, bound);
+                printf("\n");
+            }
+    } else {
+        printf("[");
+        int first = 1;
+        for (int k = 0; k < 2; k++)
+            if (rows[k].n > 0) {
+                printf("%s\n  {\"model\": \"%s\", \"type\": \"%s\", \"size_bytes\": %llu, \"params\": %llu, \"threads\": %d, "
+                       "\"test\": \"%s\", \"n\": %d, \"ts_median\": %.4f, \"ts_stddev\": %.4f, \"reps\": %d",
+                       first ? "" : ",", name, br_dtype_name(m.file_type), (unsigned long long)br_model_weight_bytes(&m),
+                       (unsigned long long)m.n_params, threads, rows[k].test, rows[k].n, med[k], sd[k], reps);
+                if (roof) printf(", \"read_gbs\": %.2f, \"gemm_gflops\": %.2f, \"decode_bound_ts\": %.4f", gbs, gfl, bound);
+                printf("}");
+                first = 0;
+            }
+        printf("\n]\n");
+    }
+    rc = 0;
+done:
+    free(pp);
+    free(tg);
+    free(ids);
+    br_ctx_free(ctx);
+    br_model_free(&m);
+    return rc;
+}
