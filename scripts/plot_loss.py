@@ -14,7 +14,7 @@ for line in open(sys.argv[1]):
     m = re.search(r" step (\d+) loss ([\d.]+) .*tokens ([\d.]+)M", line)
     if m:
         train[int(m.group(1))] = float(m.group(2))  # a resumed run re-logs steps: keep the last
-    m = re.search(r"eval step (\d+) valid_loss ([\d.]+)", line)
+    m = re.search(r"eval step (\d+) (?:tokens [\d.]+M )?valid_loss ([\d.]+)", line)
     if m:
         valid[int(m.group(1))] = float(m.group(2))
 fig, ax = plt.subplots(figsize=(7, 4.2), dpi=110)
