@@ -237,5 +237,15 @@ wait $pid
 rc=$?
 [[ $rc -eq 130 ]] && grep -q "generated [0-9]* tokens.*interrupted" "$WORK/err" && ok || bad "Ctrl-C: exit $rc, $(cat "$WORK/err")"
 
+# batched-bench and memory with an attention window (sequence state)
+expect 0 "" -- "$BRAID" batched-bench -m "$M" -npp 16 -ntg 2 -npl 1,3 --rollback 40 --forks 2
+grep -q "^|    3 |     16 |" "$WORK/out" && grep -q "snapshot at the turn boundary.* | 0 |" "$WORK/out" &&
+  grep -q "no snapshot: re-process from the start | 20 |" "$WORK/out" && grep -q "^| 2 forks |" "$WORK/out" && ok ||
+  bad "batched-bench output: $(head -c 600 "$WORK/out")"
+expect 2 "npl wants counts" -- "$BRAID" batched-bench -m "$M" -npl 1,x
+expect 2 "attn-window wants" -- "$BRAID" memory -m "$M" -c 64 --attn-window -1
+expect 0 "" -- "$BRAID" memory -m "$M" -c 64,128 --attn-window 32
+grep -q "attention window: the last 32 tokens" "$WORK/out" && ok || bad "memory --attn-window: $(head -c 300 "$WORK/out")"
+
 echo "cli: $pass passed, $fail failed"
 [[ $fail -eq 0 ]]

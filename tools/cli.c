@@ -237,6 +237,10 @@ static const cli_opt opts[CLI_N_OPTS] = {
                       NULL, false},
     [CLI_FORKS] = {{"--forks"}, CLI_INT, "K", 1, 4096, "a count from 1 to 4096", NULL,
                    "also measure the memory of K forks of the prompt against K copies", NULL, false},
+    [CLI_ATTN_WINDOW] = {{"--attn-window"}, CLI_SIZE, "N", 0, 1 << 30, "a window like 512 or 4k (0: off)", "0",
+                         "attention layers keep only the last N tokens (the Mamba layers still carry the whole "
+                         "sequence): memory stays bounded however long it runs; 0 keeps every token",
+                         NULL, false},
 };
 
 static bool g_quiet;

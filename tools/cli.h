@@ -48,6 +48,8 @@ typedef enum {
     CLI_DT_RANK, CLI_EXPERTS, CLI_EXPERTS_USED, CLI_MOE_PLAN, CLI_TIED, CLI_WTYPE, CLI_VOCAB_MODEL,
     /* batched-bench */
     CLI_NPP, CLI_NTG, CLI_NPL, CLI_ROLLBACK, CLI_FORKS,
+    /* sequence state, for every command that runs a sequence */
+    CLI_ATTN_WINDOW,
     CLI_N_OPTS,
     CLI_END = -1
 } cli_opt_id;

@@ -23,6 +23,7 @@ static const cli_use uses[] = {
     {CLI_PLOT, NULL, "also draw memory against context (log-log SVG; needs two lengths or more)"},
     {CLI_BATCH_SIZE, "256", "prefill chunk"},
     {CLI_THREADS, NULL, NULL},
+    {CLI_ATTN_WINDOW, NULL, NULL},
     {CLI_LOG_DISABLE, NULL, NULL},
     {CLI_END, NULL, NULL},
 };
@@ -260,6 +261,7 @@ int cmd_memory(int argc, char **argv) {
     if (!toks || !rows) { cli_fail("memory", "out of memory"); goto done; }
     br_seq_params spar = br_seq_default_params();
     spar.n_ctx = (int)lens[n_lens - 1];
+    spar.attn_window = (int)a.num[CLI_ATTN_WINDOW];
     if (br_ctx_init(&ctx, &m, cp, &err) || br_seq_init(&seq, ctx, spar, &err)) { cli_fail("memory", "%s", err.msg); goto done; }
 
     uint64_t seed = 12345;
@@ -300,6 +302,8 @@ int cmd_memory(int argc, char **argv) {
     if (isatty(2) && !cli_quiet()) fprintf(stderr, "\n");
 
     printf("model: %s%s\nplan:  %s\n", model_path, plan ? " (what-if plan, random weights)" : "", plan_str);
+    if (spar.attn_window)
+        printf("attention window: the last %d tokens (the all-attention comparison keeps every token)\n", spar.attn_window);
     printf("all-attention comparison: %u layers x %u KV heads x %u dims, f32 keys and values; its peak is\n"
            "this run's peak with the hybrid's KV cache and SSM state replaced by every layer's KV cache\n\n",
            hp->n_layer, kvh, hp->n_embd / hp->n_head);
