@@ -22,6 +22,7 @@ typedef struct {
 
 static const command commands[] = {
     {"info", cmd_info, "show what a model file holds: architecture, layer plan, sizes"},
+    {"chat", cmd_chat, "chat with a model in the terminal (the README's run command)"},
     {"generate", cmd_generate, "generate text from a prompt, streaming tokens"},
     {"tokenize", braid_cmd_tokenize, "show the token ids and pieces of a text"},
     {"memory", cmd_memory, "measure memory against context length (KV cache, SSM state, RSS)"},

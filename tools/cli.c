@@ -241,6 +241,17 @@ static const cli_opt opts[CLI_N_OPTS] = {
                          "attention layers keep only the last N tokens (the Mamba layers still carry the whole "
                          "sequence): memory stays bounded however long it runs; 0 keeps every token",
                          NULL, false},
+    /* chat (llama.cpp's --chat-template and --system-prompt spellings first) */
+    [CLI_CHAT_TEMPLATE] = {{"--chat-template", "--template"}, CLI_STR, "NAME", 0, 0, NULL, NULL,
+                           "chat format: chatml, jamba-reasoning, jamba or plain (default: the model's own)", NULL,
+                           false},
+    [CLI_SYSTEM] = {{"-sys", "--system-prompt", "--system"}, CLI_STR, "TEXT", 0, 0, NULL, NULL,
+                    "the system message", NULL, false},
+    [CLI_SYSTEM_FILE] = {{"-sysf", "--system-prompt-file", "--system-file"}, CLI_STR, "FILE", 0, 0, NULL, NULL,
+                         "read the system message from FILE", NULL, false},
+    [CLI_HIDE_THINKING] = {{"--hide-thinking"}, CLI_FLAG, NULL, 0, 0, NULL, NULL,
+                           "do not show a reasoning model's <think> section (it is shown dimmed by default)", NULL,
+                           false},
 };
 
 static bool g_quiet;

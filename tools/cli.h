@@ -50,6 +50,8 @@ typedef enum {
     CLI_NPP, CLI_NTG, CLI_NPL, CLI_ROLLBACK, CLI_FORKS,
     /* sequence state, for every command that runs a sequence */
     CLI_ATTN_WINDOW,
+    /* chat */
+    CLI_CHAT_TEMPLATE, CLI_SYSTEM, CLI_SYSTEM_FILE, CLI_HIDE_THINKING,
     CLI_N_OPTS,
     CLI_END = -1
 } cli_opt_id;
@@ -111,5 +113,6 @@ int cmd_perplexity(int argc, char **argv);
 int cmd_quantize(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 int cmd_batched_bench(int argc, char **argv);
+int cmd_chat(int argc, char **argv);
 
 #endif
