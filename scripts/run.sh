@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The README's run command: installs what is missing, builds braid (Release), and generates text
-# from the bundled model. Extra arguments go to `braid generate` (e.g. -p "Call me" -n 100).
+# The README's run command: installs what is missing, builds braid (Release), and opens `braid chat`
+# on the bundled model. With arguments it runs `braid generate` with them instead (e.g. -p "Call me" -n 100).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/deps.sh
@@ -9,7 +9,7 @@ cmake --build build -j "$(nproc 2>/dev/null || echo 2)" --target braid >/dev/nul
 
 model=models/tiny-jamba.gguf
 if [[ -f $model ]]; then
-  if [[ $# -eq 0 ]]; then set -- -p "The President said that" -n 80 --temp 0.8; fi
+  if [[ $# -eq 0 ]]; then exec build/tools/braid chat -m "$model"; fi
   exec build/tools/braid generate -m "$model" "$@"
 fi
 # Before the bundled model exists, show the runtime working on a random-weight model of the same family.
