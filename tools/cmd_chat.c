@@ -879,6 +879,9 @@ static void close_all(term *t) {
     t->closing = true;
     tty_write(t, "\033[?2004l", 8);
     uv_read_stop((uv_stream_t *)&t->tin);
+    /* before the handle closes: libuv reopened the tty for it, and once that descriptor is closed
+     * uv_tty_reset_mode can no longer reach the terminal */
+    uv_tty_set_mode(&t->tin, UV_TTY_MODE_NORMAL);
     uv_close((uv_handle_t *)&t->tin, NULL);
     uv_close((uv_handle_t *)&t->tout, NULL);
     uv_close((uv_handle_t *)&t->async, NULL);

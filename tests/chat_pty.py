@@ -1,0 +1,284 @@
+#!/usr/bin/env python3
+# braid chat driven through a real pseudo-terminal (and piped): streaming, Ctrl-C within 200 ms, a storm of
+# Ctrl-C, the terminal restored, /save + /load, /regen and /undo costs, a 20-column terminal with UTF-8.
+import fcntl, os, pty, random, re, select, signal, struct, subprocess, sys, tempfile, termios, time
+
+BRAID, MODEL = sys.argv[1], sys.argv[2]
+TMP = tempfile.mkdtemp(prefix="braid_chat_")
+failures = []
+
+
+def check(ok, what):
+    print(("ok   " if ok else "FAIL ") + what)
+    if not ok:
+        failures.append(what)
+
+
+class Chat:
+    """braid chat on a pty of the given width; out collects everything it wrote."""
+
+    def __init__(self, *args, cols=80):
+        self.pid, self.fd = pty.fork()
+        if self.pid == 0:
+            os.environ["XDG_STATE_HOME"] = TMP + "/state"
+            os.environ.pop("NO_COLOR", None)
+            os.execv(BRAID, [BRAID, "chat", "-m", MODEL, "--temp", "0", *args])
+        fcntl.ioctl(self.fd, termios.TIOCSWINSZ, struct.pack("HHHH", 24, cols, 0, 0))
+        self.out = b""
+
+    def read(self, secs):
+        got, end = b"", time.time() + secs
+        while time.time() < end:
+            r, _, _ = select.select([self.fd], [], [], 0.01)
+            if r:
+                try:
+                    b = os.read(self.fd, 65536)
+                except OSError:
+                    break
+                if not b:
+                    break
+                got += b
+        self.out += got
+        return got
+
+    def wait_for(self, pattern, secs=20):
+        """Reads until pattern (bytes regex) appears in what is read from now on; returns the time it took."""
+        start, seen = time.time(), b""
+        while time.time() - start < secs:
+            seen += self.read(0.01)
+            if re.search(pattern, seen):
+                return time.time() - start, seen
+        raise TimeoutError("no %r in %r" % (pattern, seen[-300:]))
+
+    def send(self, b):
+        os.write(self.fd, b)
+
+    def lflag(self):
+        return termios.tcgetattr(self.fd)[3]
+
+    def finish(self, secs=10):
+        end = time.time() + secs
+        while time.time() < end:
+            self.read(0.05)
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            if pid:
+                return os.waitstatus_to_exitcode(status)
+        os.kill(self.pid, signal.SIGKILL)
+        return None
+
+
+PROMPT = rb"\r\x1b\[J> \r\x1b\[2C$"  # the editor drawing an empty prompt
+
+
+def streaming_and_ctrl_c():
+    c = Chat("-n", "-1")
+    c.wait_for(PROMPT)
+    raw = c.lflag()
+    check(not (raw & termios.ICANON) and not (raw & termios.ECHO), "the terminal is in raw mode while chatting")
+    stops = []
+    for i in range(5):
+        c.send(b"tell me about the sea\r")
+        # streaming: answer text arrives while the answer is still being generated (no prompt yet)
+        _, seen = c.wait_for(rb"\r\n[^\r\n]{8,}")
+        if i == 0:
+            check(not re.search(PROMPT, seen), "a turn streams output before the answer is complete")
+        time.sleep(0.2)
+        t0 = time.time()
+        c.send(b"\x03")
+        dt, _ = c.wait_for(rb"\[stopped\][^>]*> ")
+        stops.append(dt)
+    stops.sort()
+    check(stops[2] < 0.2, "Ctrl-C returns to the prompt within 200 ms (median of 5: %.0f ms; all %s)"
+          % (stops[2] * 1e3, ", ".join("%.0f" % (s * 1e3) for s in stops)))
+    c.send(b"/stats\r")
+    _, seen = c.wait_for(rb"reprocessed[^\n]*\n[^>]*> ")
+    m = re.search(rb"tokens +(\d+) of", seen)
+    check(m and int(m.group(1)) > 0, "after the stops the conversation holds the interrupted answers")
+    # a storm of Ctrl-C: during answers, during typing; never at an empty prompt (that exits, by design)
+    rnd = random.Random(7)
+    for i in range(50):
+        if rnd.random() < 0.6:
+            c.send(b"write a long story\r")
+            time.sleep(rnd.uniform(0.0, 0.15))
+            c.send(b"\x03")
+            c.wait_for(rb"\[stopped[^\]]*\][^>]*> |\[answer cut[^>]*> ", 30)
+        else:
+            c.send("half a l\u00efne".encode()[: rnd.randint(1, 10)])
+            c.read(rnd.uniform(0.0, 0.05))
+            c.send(b"\x03")
+            c.wait_for(PROMPT)
+        c.read(0.01)
+    c.send(b"hello again\r")
+    _, seen = c.wait_for(rb"\r\n[^\r\n]{4,}")
+    c.send(b"\x03")
+    c.wait_for(rb"\[stopped\][^>]*> ")
+    check(True, "after 50 Ctrl-C presses the next turn answers")
+    c.send(b"\x04")
+    rc = c.finish()
+    check(rc == 0, "Ctrl-D exits with status 0 (got %s)" % rc)
+    fl = c.lflag()
+    check(bool(fl & termios.ICANON) and bool(fl & termios.ECHO) and bool(fl & termios.ISIG),
+          "the terminal is back in cooked mode (ICANON, ECHO, ISIG) after exit")
+    check(b"\x1b[?2004l" in c.out, "bracketed paste is switched off at exit")
+
+
+def signals_restore():
+    c = Chat("-n", "-1")
+    c.wait_for(PROMPT)
+    c.send(b"write a long story\r")
+    c.wait_for(rb"\r\n[^\r\n]{8,}")
+    os.kill(c.pid, signal.SIGTERM)
+    rc = c.finish()
+    fl = c.lflag()
+    check(rc == 128 + signal.SIGTERM and bool(fl & termios.ICANON) and bool(fl & termios.ECHO),
+          "SIGTERM during an answer exits %s with the terminal restored" % rc)
+    c = Chat()
+    c.wait_for(PROMPT)
+    c.send(b"\x03")
+    check(c.finish() == 0, "Ctrl-C at an empty prompt exits with status 0")
+
+
+class Screen:
+    """Just enough of a terminal for what the editor writes: autowrap, wide characters, CR, LF, CUU, CUF, ED."""
+
+    def __init__(self, cols):
+        self.cols, self.rows, self.r, self.c, self.pending = cols, {}, 0, 0, False
+
+    def feed(self, data):
+        s = data.decode("utf-8", "replace")
+        i = 0
+        while i < len(s):
+            ch = s[i]
+            if ch == "\x1b":
+                m = re.match(r"\x1b\[(\??)(\d*)([A-Za-z~])", s[i:])
+                if not m:
+                    i += 1
+                    continue
+                n = int(m.group(2) or 1)
+                if m.group(3) == "A":
+                    self.r -= n
+                elif m.group(3) == "C":
+                    self.c = min(self.cols - 1, self.c + n)
+                elif m.group(3) == "J":
+                    for r in list(self.rows):
+                        if r > self.r:
+                            del self.rows[r]
+                    row = self.rows.get(self.r, {})
+                    for k in list(row):
+                        if k >= self.c:
+                            del row[k]
+                if m.group(3) in "ACJ":
+                    self.pending = False
+                i += m.end()
+                continue
+            i += 1
+            if ch == "\r":
+                self.c, self.pending = 0, False
+            elif ch == "\n":
+                self.r, self.pending = self.r + 1, False
+            else:
+                w = 2 if "\u1100" <= ch <= "\u115f" or "\u2e80" <= ch <= "\ua4cf" or "\uac00" <= ch <= "\ud7a3" else 1
+                if self.pending or self.c + w > self.cols:
+                    self.r, self.c, self.pending = self.r + 1, 0, False
+                self.rows.setdefault(self.r, {})[self.c] = ch
+                if w == 2:
+                    self.rows[self.r][self.c + 1] = ""
+                self.c += w
+                if self.c >= self.cols:
+                    self.c, self.pending = self.cols - 1, True
+
+    def line(self, r):
+        row = self.rows.get(r, {})
+        return "".join(row.get(k, " ") for k in range(self.cols)).rstrip()
+
+
+def narrow_utf8():
+    c = Chat(cols=20)
+    c.wait_for(PROMPT)
+    c.read(0.2)
+    text = "h\u00e9llo w\u00f6rld \u65e5\u672c\u8a9e \u30c6\u30b9\u30c8 caf\u00e9 na\u00efve end"
+    c.send(text.encode())
+    # edits: three lefts (before "end"), a backspace (the space before it)
+    c.send(b"\x1b[D\x1b[D\x1b[D\x7f")
+    c.send("\u00df".encode())  # type a two-byte character in the middle
+    c.read(0.3)
+    want = text[:-4] + "\u00df" + text[-3:]
+    scr = Screen(20)
+    scr.feed(c.out)
+    # the rows from the prompt's row down, joined, must read "> " + the edited text
+    rows = sorted(scr.rows)
+    first = max(r for r in rows if scr.line(r).startswith("> "))
+    shown = "".join(
+        "".join(scr.rows.get(r, {}).get(k, " ") for k in range(20)) for r in range(first, max(rows) + 1)
+    )
+    shown = re.sub(r" +$", "", shown)
+    # a wide character that did not fit at a row's end leaves one blank cell there, as terminals do
+    expect_cells = ""
+    col = 0
+    for ch in "> " + want:
+        w = 2 if "\u1100" <= ch <= "\u115f" or "\u2e80" <= ch <= "\ua4cf" else 1
+        if col + w > 20:
+            expect_cells += " " * (20 - col)
+            col = 0
+        expect_cells += ch
+        col = (col + w) % 20 if col + w < 20 else 0
+    check(shown == expect_cells, "a 20-column terminal shows the edited UTF-8 line unbroken\n  got  %r\n  want %r"
+          % (shown, expect_cells))
+    c.send(b"\r")
+    c.wait_for(rb"\r\n[^\r\n]{2,}", 20)
+    c.send(b"\x03")
+    c.read(0.5)
+    c.send(b"\x04")
+    check(c.finish() == 0, "exit 0 after the narrow-terminal turn")
+    hist = open(TMP + "/state/braid/chat_history", encoding="utf-8").read().splitlines()
+    check(hist and hist[-1] == want, "the history file holds the edited line exactly (%r)" % (hist[-1:] if hist else None))
+
+
+def piped(lines, *args):
+    p = subprocess.run([BRAID, "chat", "-m", MODEL, "--temp", "0", *args], input="".join(l + "\n" for l in lines),
+                       capture_output=True, text=True, timeout=300)
+    return p.returncode, p.stdout, p.stderr
+
+
+def piped_mode():
+    p = subprocess.run("printf 'hello\\n' | %s chat -m %s -n 16" % (BRAID, MODEL), shell=True, capture_output=True)
+    check(p.returncode == 0 and len(p.stdout.strip()) > 0 and b"\x1b" not in p.stdout + p.stderr,
+          "piped: printf 'hello\\n' | braid chat -n 16 answers, exits 0, no escape codes")
+    rc, out, err = piped([], "-n", "4")
+    check(rc == 0, "piped: empty input exits 0")
+
+
+def save_load():
+    f = TMP + "/s.session"
+    rc, out_a, _ = piped(["hello", "/save " + f, "tell me more", "/stats"], "-n", "24")
+    answer_a = out_a.split("[saved")[1].split("\n", 1)[1].split("tokens ")[0]
+    rc2, out_b, _ = piped(["/load " + f, "tell me more", "/stats"], "-n", "24")
+    answer_b = out_b.split("[loaded")[1].split("\n", 1)[1].split("tokens ")[0]
+    check(rc == 0 and rc2 == 0 and answer_a == answer_b and len(answer_a.strip()) > 0,
+          "/save then /load in a new process: the same greedy answer (%r)" % answer_a[:40])
+    ta = re.findall(r"tokens +(\d+) of", out_a)[-1]
+    tb = re.findall(r"tokens +(\d+) of", out_b)[-1]
+    check(ta == tb, "... and the same number of tokens in the context (%s, %s)" % (ta, tb))
+
+
+def regen_undo():
+    rc, out, _ = piped(["hello", "/stats", "and then?", "/stats", "/regen", "/stats", "/undo", "/stats"], "-n", "24")
+    stats = re.findall(r"tokens +(\d+) of.*?prefill (\d+) tokens.*?reprocessed +(\d+) tokens by the last (\S+)", out,
+                       re.S)
+    check(len(stats) == 4, "four /stats blocks")
+    if len(stats) == 4:
+        (t1, _, _, _), (t2, p2, _, _), (t3, _, r3, w3), (t4, _, r4, w4) = stats
+        check(w3 == "/regen" and int(r3) <= int(p2), "/regen re-processed %s tokens (last turn %s)" % (r3, p2))
+        check(int(r3) == 0, "/regen re-processed nothing: it samples from the snapshot's logits")
+        check(w4 == "/undo" and int(r4) <= int(p2), "/undo re-processed %s tokens (last turn %s)" % (r4, p2))
+        check(int(t4) == int(t1), "/undo left the context as it was after the first exchange (%s, %s)" % (t4, t1))
+
+
+piped_mode()
+save_load()
+regen_undo()
+streaming_and_ctrl_c()
+signals_restore()
+narrow_utf8()
+print("%d failure(s)" % len(failures))
+sys.exit(1 if failures else 0)
