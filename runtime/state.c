@@ -485,7 +485,7 @@ br_status br_seq_save_bytes(const br_seq *s, uint8_t **data, size_t *size, br_er
     if (!buf) return br_err_set(err, BR_ENOMEM, "out of memory saving a session (%llu bytes)", (unsigned long long)n);
     memcpy(p, &h, sizeof h);
     p += sizeof h;
-    memcpy(p, s->tokens, (size_t)s->n_past * 4);
+    if (s->n_past) memcpy(p, s->tokens, (size_t)s->n_past * 4);
     p += (size_t)s->n_past * 4;
     for (uint32_t il = 0; il < s->m->hp.n_layer; il++) {
         if (!is_attn(s, il)) continue;
@@ -546,7 +546,7 @@ br_status br_seq_load_bytes(br_seq *s, const uint8_t *data, size_t size, br_err 
     if (!st) st = grow_tables(n, (h.n_past + BR_KV_BLOCK - 1) / BR_KV_BLOCK, err);
     const uint8_t *p = data + sizeof h;
     if (!st) {
-        memcpy(n->tokens, p, (size_t)h.n_past * 4);
+        if (h.n_past) memcpy(n->tokens, p, (size_t)h.n_past * 4);
         p += (size_t)h.n_past * 4;
         n->n_past = h.kv_first; /* blocks are made for the rows the file holds, from kv_first on */
         st = br_seq_prepare(n, h.n_past - h.kv_first, err);
@@ -564,7 +564,7 @@ br_status br_seq_load_bytes(br_seq *s, const uint8_t *data, size_t size, br_err 
         }
         memcpy(n->state, p, h.ssm_bytes);
         /* counts the rows and applies the live window, as if the rows had just been computed */
-        br_seq_advance(n, n->tokens + h.kv_first, h.n_past - h.kv_first);
+        if (h.n_past > h.kv_first) br_seq_advance(n, n->tokens + h.kv_first, h.n_past - h.kv_first);
     }
     if (st) {
         br_seq_free(n);
