@@ -10,6 +10,7 @@
 
 #include "br_tok.h"
 #include "cli.h"
+#include "gen_search.h"
 #include "model.h"
 #include "state.h"
 #include "sample.h"
@@ -39,6 +40,17 @@ static const cli_use uses[] = {
     {CLI_N_GPU_LAYERS, NULL, NULL},
     {CLI_NO_BOS, NULL, "do not start -p/-f text with BOS"},
     {CLI_IDS, NULL, "print the generated token ids instead of text (no prompt echo)"},
+    {CLI_BEST_OF, NULL, NULL},
+    {CLI_VERIFIER, NULL, NULL},
+    {CLI_VERIFIER_PROMPT, NULL, NULL},
+    {CLI_VERIFIER_TIMEOUT, NULL, NULL},
+    {CLI_SELF_CONSISTENCY, NULL, NULL},
+    {CLI_ANSWER_REGEX, NULL, NULL},
+    {CLI_BEAM, NULL, NULL},
+    {CLI_BEAM_STEP, NULL, NULL},
+    {CLI_BEAM_EXPAND, NULL, NULL},
+    {CLI_VERBOSE, NULL, NULL},
+    {CLI_JSON, NULL, NULL},
     {CLI_END, NULL, NULL},
 };
 
@@ -84,6 +96,8 @@ int cmd_generate(int argc, char **argv) {
     sp.repeat_last_n = (int)a.num[CLI_REPEAT_LAST_N];
     if (!model_path) return cli_usage_error("generate", "no model given (-m MODEL.gguf)");
     if (!!prompt + !!prompt_file + !!ids != 1) return cli_usage_error("generate", "give exactly one of -p, -f and --tokens");
+    int src = gen_search_check(&a);
+    if (src >= 0) return src;
     if (a.num[CLI_SEED] >= 0) {
         sp.seed = (uint64_t)a.num[CLI_SEED];
     } else {
@@ -193,6 +207,17 @@ int cmd_generate(int argc, char **argv) {
 
     double t0 = cli_now();
     if (br_ctx_eval(ctx, seq, prompt_ids, (int)n_prompt, logits, false, &err)) { cli_fail("generate", "%s", err.msg); goto done; }
+    if (gen_search_wanted(&a)) {
+        /* search: candidates fork from the evaluated prompt (runtime/search.h); tools/gen_search.c prints */
+        char *ptext = NULL;
+        size_t plen = 0;
+        if (ids && tok && br_tok_decode(tok, prompt_ids, n_prompt, &ptext, &plen, &err)) { cli_fail("generate", "%s", err.msg); goto done; }
+        gen_search_in gi = {&a, ctx, seq, logits, tok, prompt_ids, n_prompt, ids ? (ptext ? ptext : "") : prompt ? prompt : text,
+                            ids ? plen : len, n_predict, (int)room, sp, echo};
+        rc = gen_search_run(&gi);
+        free(ptext);
+        goto done;
+    }
     for (size_t i = 0; i < n_prompt; i++) br_sampler_accept(smp, prompt_ids[i]);
     /* The prompt goes through the same streaming decoder as the output, so the output's first piece is
      * decoded as the continuation it is (its leading space kept), and prompt + output = the sequence. */
