@@ -7,8 +7,10 @@ BRAID=$1 MODEL=$2 ROOT=$3
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 
-# Every -p "..." prompt the README shows, and the one scripts/run.sh uses when given no arguments.
-mapfile -t prompts < <(grep -ho -- '-p "[^"]*"' "$ROOT/README.md" "$ROOT/scripts/run.sh" | sed 's/^-p "//; s/"$//' | sort -u)
+# Every -p "..." prompt of a generate line in the README, and those of scripts/run.sh (its default one and
+# its example).
+mapfile -t prompts < <( (grep -h 'generate' "$ROOT/README.md"; cat "$ROOT/scripts/run.sh") |
+  grep -o -- '-p "[^"]*"' | sed 's/^-p "//; s/"$//' | sort -u)
 if [[ ${#prompts[@]} -lt 2 ]]; then echo "FAIL: found ${#prompts[@]} example prompts in README.md and scripts/run.sh"; exit 1; fi
 
 fail=0
