@@ -86,7 +86,7 @@ def info_to_prose(body):
         text = re.sub(r"\b(bpo|gh)-\d+(\(\d+\))?", "", text)
         text = re.sub(r"(?<=[\w’)\]])\(\d+\)", "", text)            # footnote markers: word(3)
         text = re.sub(r"\((Contributed|Patch|Original patch)[^)]*\)", "", text)
-        text = re.sub(r"\(\s*\)|\(\s*[,;]\s*\)", "", text)
+        text = re.sub(r"\(\s+\)|\(\s*[,;]\s*\)", "", text)   # left by the removals above; keeps f()
         text = re.sub(r"\s{2,}", " ", text).strip()
         words = text.split()
         if len(words) < 6:
