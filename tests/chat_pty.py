@@ -138,6 +138,61 @@ def signals_restore():
     check(c.finish() == 0, "Ctrl-C at an empty prompt exits with status 0")
 
 
+def history():
+    return open(TMP + "/state/braid/chat_history", encoding="utf-8").read().splitlines()
+
+
+def editing():
+    c = Chat("-n", "8")
+
+    def submit(keys, what):
+        c.send(keys)
+        c.read(0.1)
+        c.send(b"\r")
+        c.wait_for(rb"\r\n[^>]*> \r\x1b\[2C$", 20)
+        got = history()[-1] if history() else None
+        return got
+
+    c.wait_for(PROMPT)
+    keys = (b"hello world\x01X\x05Y\x17there\x1b[D\x1b[D\x1b[D\x1b[D\x1b[D\x0b\x15abc def"
+            b"\x1b[H\x1b[3~\x1b[F\x7f\x17ok")
+    got = submit(keys, "keys")
+    check(got == "bc ok", "Ctrl-A/E/W/K/U, Home/End, Delete, Backspace, arrows edit the line (%r)" % got)
+    got = submit(b"\x1b[200~line one\nline two\x1b[201~", "paste")
+    check(got == "line one\\nline two", "a bracketed paste keeps its newline in the message (%r)" % got)
+    c.send(b"first\\\r")
+    c.read(0.1)
+    got = submit(b"second", "backslash")
+    check(got == "first\\nsecond", "a trailing backslash continues the message on a new line (%r)" % got)
+    got = submit(b"\x1b[A\x1b[A\x1b[A", "history")
+    check(got == "bc ok", "up-arrow brings back earlier lines (%r)" % got)
+    # /edit: the last message comes back into the editor, the exchange is dropped
+    submit(b"edit me", "turn")
+    c.send(b"/edit\r")
+    c.wait_for(rb"> edit me", 20)
+    got = submit(b" again", "edit")
+    check(got == "edit me again", "/edit puts the last message back in the editor (%r)" % got)
+    c.send(b"/stats\r")
+    _, seen = c.wait_for(rb"reprocessed[^\n]*\n[^>]*> ")
+    m = re.search(rb"tokens +(\d+) of .*?\((\d+) messages\)", seen)
+    check(m and int(m.group(2)) == 2 * 5, "after /edit the conversation has no trace of the dropped exchange (%s)"
+          % (m.group(2) if m else None))
+    c.send(b"\x04")
+    check(c.finish() == 0, "exit 0 after editing")
+
+
+def crash_restores():
+    c = Chat("-n", "-1")
+    c.wait_for(PROMPT)
+    c.send(b"write a long story\r")
+    c.wait_for(rb"\r\n[^\r\n]{8,}")
+    os.kill(c.pid, signal.SIGSEGV)
+    rc = c.finish()
+    fl = c.lflag()
+    check(rc == -signal.SIGSEGV and bool(fl & termios.ICANON) and bool(fl & termios.ECHO),
+          "a crash (SIGSEGV) during an answer leaves the terminal restored (exit %s)" % rc)
+
+
 class Screen:
     """Just enough of a terminal for what the editor writes: autowrap, wide characters, CR, LF, CUU, CUF, ED."""
 
@@ -230,7 +285,7 @@ def narrow_utf8():
     c.read(0.5)
     c.send(b"\x04")
     check(c.finish() == 0, "exit 0 after the narrow-terminal turn")
-    hist = open(TMP + "/state/braid/chat_history", encoding="utf-8").read().splitlines()
+    hist = history()
     check(hist and hist[-1] == want, "the history file holds the edited line exactly (%r)" % (hist[-1:] if hist else None))
 
 
@@ -279,6 +334,8 @@ save_load()
 regen_undo()
 streaming_and_ctrl_c()
 signals_restore()
+crash_restores()
 narrow_utf8()
+editing()
 print("%d failure(s)" % len(failures))
 sys.exit(1 if failures else 0)

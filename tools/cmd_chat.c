@@ -71,7 +71,9 @@ typedef struct {
     int user_idx, msgs_before;
 } turn;
 
-enum { OUT_ANSWER, OUT_INFO, OUT_ERROR };
+/* answer text; what a command was asked to show; notes on how a turn went; errors. Piped, notes and
+ * errors go to stderr so stdout holds the answers and the commands' output. */
+enum { OUT_ANSWER, OUT_INFO, OUT_NOTE, OUT_ERROR };
 
 typedef struct chat {
     br_model m;
@@ -93,7 +95,7 @@ typedef struct chat {
     int n_reverse;
     /* what /stats shows */
     int last_prefill, last_gen, last_reprocessed;
-    double prefill_tps, gen_tps;
+    double prefill_tps, gen_tps, rollback_ms;
     char last_rollback[16];
     /* output: answers stream through emit (the terminal's queue or stdout) */
     void (*emit)(struct chat *, int kind, const char *s, size_t n);
@@ -181,7 +183,7 @@ static void show(chat *c, const char *s, size_t n) {
 static void think_mode(chat *c, bool on) {
     c->in_think = on;
     if (c->color && !c->hide_thinking) c->emit(c, OUT_ANSWER, on ? "\033[2m" : "\033[22m", on ? 4 : 5);
-    if (c->hide_thinking && on) c->emit(c, OUT_INFO, "(thinking...)\n", 14);
+    if (c->hide_thinking && on) c->emit(c, OUT_NOTE, "(thinking...)\n", 14);
 }
 
 /* Streams answer text, switching modes at <think> and </think> even when a tag arrives in pieces: the
@@ -202,9 +204,11 @@ static void show_answer(chat *c, const char *s, size_t n, bool final) {
                 size_t have = k - i < tl ? k - i : tl;
                 if (!memcmp(buf + i, tag, have)) {
                     if (have == tl) {
+                        /* the tags themselves are dimmed with the thinking, and hidden with it */
                         show(c, buf + start, i - start);
-                        if (!c->in_think || !c->hide_thinking) show(c, tag, tl);
-                        think_mode(c, !c->in_think);
+                        if (!c->in_think) think_mode(c, true);
+                        if (!c->hide_thinking) c->emit(c, OUT_ANSWER, tag, tl);
+                        if (tl == 8) think_mode(c, false);
                         i += tl, start = i;
                         continue;
                     }
@@ -344,10 +348,10 @@ static void generate(chat *c) {
     br_detok_free(d);
     say(c, OUT_ANSWER, "\n");
     if (why && strcmp(why, "stopped"))
-        say(c, OUT_INFO, "[%s%s]\n", why,
+        say(c, OUT_NOTE, "[%s%s]\n", why,
             !strcmp(why, "context full") ? ": /reset, /undo, or a larger --ctx (or --attn-window) to go on" : "");
     else if (why)
-        say(c, OUT_INFO, "[stopped]\n");
+        say(c, OUT_NOTE, "[stopped]\n");
 }
 
 /* A user turn: prefill only its text (and the closing of the answer before it), then answer. */
@@ -383,7 +387,7 @@ static void do_turn(chat *c, const char *text) {
         /* stopped (or failed) mid-turn: back to where the turn began, as if it was never sent */
         br_rollback_info info;
         if (br_seq_rollback(c->ctx, c->seq, pos, NULL, &info, &err)) say(c, OUT_ERROR, "%s\n", err.msg);
-        say(c, r > 0 ? OUT_INFO : OUT_ERROR, r > 0 ? "[stopped while reading the turn; not sent]\n" : "%s\n", err.msg);
+        say(c, r > 0 ? OUT_NOTE : OUT_ERROR, r > 0 ? "[stopped while reading the turn; not sent]\n" : "%s\n", err.msg);
         goto fail;
     }
     double dt = cli_now() - t0;
@@ -415,7 +419,10 @@ static void do_regen(chat *c) {
     if (!c->n_turns || c->msgs[c->n_msgs - 1].role[0] != 'a') { say(c, OUT_ERROR, "no answer to sample again\n"); return; }
     turn *t = &c->turns[c->n_turns - 1];
     br_rollback_info info = {0};
-    if (br_seq_rollback(c->ctx, c->seq, t->pos_answer, c->logits, &info, &err)) {
+    double t0 = cli_now();
+    br_status st = br_seq_rollback(c->ctx, c->seq, t->pos_answer, c->logits, &info, &err);
+    c->rollback_ms = (cli_now() - t0) * 1e3;
+    if (st) {
         say(c, OUT_ERROR, "%s\n", err.msg);
         return;
     }
@@ -434,7 +441,10 @@ static char *do_undo(chat *c, const char *what) {
     if (!c->n_turns) { say(c, OUT_ERROR, "nothing to undo\n"); return NULL; }
     turn t = c->turns[c->n_turns - 1];
     br_rollback_info info = {0};
-    if (br_seq_rollback(c->ctx, c->seq, t.pos_user, NULL, &info, &err)) {
+    double t0 = cli_now();
+    br_status st = br_seq_rollback(c->ctx, c->seq, t.pos_user, NULL, &info, &err);
+    c->rollback_ms = (cli_now() - t0) * 1e3;
+    if (st) {
         say(c, OUT_ERROR, "%s\n", err.msg);
         return NULL;
     }
@@ -572,10 +582,10 @@ static void do_stats(chat *c) {
         "snapshots    %d, %.2f MiB of Mamba state\n"
         "RSS          %.1f MiB\n"
         "last turn    prefill %d tokens at %.1f tok/s; generated %d tokens at %.1f tok/s\n"
-        "reprocessed  %d tokens by the last %s\n",
+        "reprocessed  %d tokens by the last %s (its rollback took %.2f ms)\n",
         br_seq_n_past(c->seq), c->n_ctx, c->n_msgs, mm.kv / 1048576.0, mm.kv_used / 1048576.0, mm.ssm / 1048576.0,
         br_seq_n_snapshots(c->seq), mm.snapshots / 1048576.0, rss_kib() / 1024.0, c->last_prefill, c->prefill_tps,
-        c->last_gen, c->gen_tps, c->last_reprocessed, c->last_rollback[0] ? c->last_rollback : "/regen or /undo (none yet)");
+        c->last_gen, c->gen_tps, c->last_reprocessed, c->last_rollback[0] ? c->last_rollback : "/regen or /undo (none yet)", c->rollback_ms);
 }
 
 static void do_set(chat *c, const char *args) {
@@ -647,8 +657,9 @@ static bool run_line(chat *c, const char *line, char **edit_out) {
 
 static void emit_plain(chat *c, int kind, const char *s, size_t n) {
     (void)c;
-    fwrite(s, 1, n, kind == OUT_ERROR ? stderr : stdout);
-    fflush(kind == OUT_ERROR ? stderr : stdout);
+    FILE *f = kind == OUT_ERROR || kind == OUT_NOTE ? stderr : stdout;
+    fwrite(s, 1, n, f);
+    fflush(f);
 }
 
 static int run_piped(chat *c) {
@@ -717,7 +728,7 @@ static void emit_tty(chat *c, int kind, const char *s, size_t n) {
     (void)c;
     term *t = g_term;
     pthread_mutex_lock(&t->mu);
-    const char *pre = kind == OUT_ERROR && c->color ? "\033[31m" : kind == OUT_INFO && c->color ? "\033[2m" : "";
+    const char *pre = !c->color ? "" : kind == OUT_ERROR ? "\033[31m" : kind == OUT_NOTE ? "\033[2m" : "";
     const char *post = *pre ? "\033[0m" : "";
     size_t need = t->q_len + 2 * n + 16;
     if (need > t->q_cap) {
@@ -812,6 +823,7 @@ static void feed(term *t, const char *s, size_t n) {
             const char *line = le_line(&t->ed);
             if (!*line) { prompt(t); continue; }
             le_history_add(&t->ed, line);
+            if (*t->hist_path) le_history_append(t->hist_path, line);
             start_job(t, line);
         } else if (ev == LE_EOF || (ev == LE_INTERRUPT && t->ed.was_empty)) {
             close_all(t);

@@ -419,19 +419,28 @@ void le_history_load(linedit *e, const char *path) {
     fclose(f);
 }
 
+static void put_escaped(FILE *f, const char *s) {
+    for (const char *p = s; *p; p++) {
+        if (*p == '\n') fputs("\\n", f);
+        else if (*p == '\\') fputs("\\\\", f);
+        else fputc(*p, f);
+    }
+    fputc('\n', f);
+}
+
+bool le_history_append(const char *path, const char *line) {
+    FILE *f = fopen(path, "a");
+    if (!f) return false;
+    put_escaped(f, line);
+    return fclose(f) == 0;
+}
+
 bool le_history_save(const linedit *e, const char *path) {
     char tmp[4096];
     snprintf(tmp, sizeof tmp, "%s.tmp", path);
     FILE *f = fopen(tmp, "w");
     if (!f) return false;
-    for (int i = 0; i < e->hist.n; i++) {
-        for (const char *p = e->hist.v[i]; *p; p++) {
-            if (*p == '\n') fputs("\\n", f);
-            else if (*p == '\\') fputs("\\\\", f);
-            else fputc(*p, f);
-        }
-        fputc('\n', f);
-    }
+    for (int i = 0; i < e->hist.n; i++) put_escaped(f, e->hist.v[i]);
     bool ok = fclose(f) == 0;
     /* written aside and renamed, so two chats ending at once never leave half a file */
     return ok && rename(tmp, path) == 0;

@@ -60,6 +60,9 @@ void le_out_clear(linedit *e);
 void le_history_add(linedit *e, const char *line);
 void le_history_load(linedit *e, const char *path);
 bool le_history_save(const linedit *e, const char *path);
+/* Adds one entry at the end of the file at once (so a crash loses none); le_history_save at exit
+ * rewrites the file within the bound. */
+bool le_history_append(const char *path, const char *line);
 
 /* Display width of UTF-8 text in terminal cells (wide East Asian characters 2, combining marks 0). */
 int le_width(const char *s, size_t n);
