@@ -3,7 +3,7 @@
 # otherwise it prints the exact apt line to run. Usage: scripts/deps.sh [--tests] [--train] [--docs]
 set -euo pipefail
 
-pkgs=(cmake make gcc g++ pkg-config libopenblas-dev libsentencepiece-dev libuv1-dev libxxhash-dev)
+pkgs=(cmake make gcc g++ pkg-config libopenblas-dev libsentencepiece-dev libuv1-dev libxxhash-dev libhttp-parser-dev libjansson-dev)
 for a in "$@"; do
   if [[ "$a" == "--tests" ]]; then
     # cmocka for the unit tests; python3-torch for the reference implementation the golden files came from

@@ -28,6 +28,7 @@ static const command commands[] = {
     {"memory", cmd_memory, "measure memory against context length (KV cache, SSM state, RSS)"},
     {"synth", cmd_synth, "write a random-weight Jamba model of a given shape"},
     {"convert", cmd_convert, "convert a Hugging Face Jamba checkpoint to GGUF"},
+    {"serve", cmd_serve, "serve the model over HTTP with OpenAI's API (streaming, batched slots, prompt cache)"},
     {"batched-bench", cmd_batched_bench, "decode several sequences at once; time rollback and forks"},
     {"perplexity", cmd_perplexity, "measure a model's perplexity on a text file"},
     {"bench", cmd_bench, "measure prefill and decode tokens/s (llama-bench's table; --roofline)"},

@@ -42,9 +42,6 @@ typedef enum {
     CLI_SEED, CLI_TEMP, CLI_TOP_K, CLI_TOP_P, CLI_MIN_P, CLI_REPEAT_PENALTY, CLI_REPEAT_LAST_N, CLI_IGNORE_EOS,
     CLI_REVERSE_PROMPT, CLI_NO_DISPLAY_PROMPT, CLI_COLOR, CLI_LOG_DISABLE, CLI_NO_CNV, CLI_N_GPU_LAYERS,
     CLI_NO_BOS, CLI_IDS,
-    /* test-time search (generate) */
-    CLI_BEST_OF, CLI_VERIFIER, CLI_VERIFIER_PROMPT, CLI_VERIFIER_TIMEOUT, CLI_SELF_CONSISTENCY, CLI_ANSWER_REGEX,
-    CLI_BEAM, CLI_BEAM_STEP, CLI_BEAM_EXPAND, CLI_VERBOSE, CLI_JSON,
     CLI_CTX_LIST, CLI_PLAN, CLI_CSV, CLI_PLOT, CLI_PPL_ALL,
     CLI_N_PROMPT, CLI_REPS, CLI_OUTPUT, CLI_ROOFLINE,
     CLI_PRESET, CLI_LAYERS, CLI_HIDDEN, CLI_HEADS, CLI_KV_HEADS, CLI_FFN, CLI_VOCAB, CLI_D_STATE, CLI_D_CONV,
@@ -55,6 +52,8 @@ typedef enum {
     CLI_ATTN_WINDOW,
     /* chat */
     CLI_CHAT_TEMPLATE, CLI_SYSTEM, CLI_SYSTEM_FILE, CLI_HIDE_THINKING,
+    /* serve (llama-server's names) */
+    CLI_HOST, CLI_PORT, CLI_PARALLEL, CLI_API_KEY, CLI_CACHE_RAM, CLI_TIMEOUT, CLI_QUEUE,
     CLI_N_OPTS,
     CLI_END = -1
 } cli_opt_id;
@@ -116,6 +115,7 @@ int cmd_perplexity(int argc, char **argv);
 int cmd_quantize(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 int cmd_batched_bench(int argc, char **argv);
+int cmd_serve(int argc, char **argv);
 int cmd_chat(int argc, char **argv);
 
 #endif
