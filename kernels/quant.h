@@ -45,6 +45,19 @@ static inline void br_k4_scale_min(const uint8_t *q, int j, uint8_t *sc, uint8_t
     }
 }
 
+/* The same 8 scales and 8 mins as bytes, from three 32-bit words at once (for the SIMD kernels). */
+static inline void br_k4_unpack(const uint8_t *q, uint64_t *sc, uint64_t *mn) {
+    uint32_t a0, a1, a2;
+    memcpy(&a0, q, 4);
+    memcpy(&a1, q + 4, 4);
+    memcpy(&a2, q + 8, 4);
+    uint32_t s_lo = a0 & 0x3f3f3f3fu, m_lo = a1 & 0x3f3f3f3fu;
+    uint32_t s_hi = (a2 & 0x0f0f0f0fu) | (((a0 >> 6) & 0x03030303u) << 4);
+    uint32_t m_hi = ((a2 >> 4) & 0x0f0f0f0fu) | (((a1 >> 6) & 0x03030303u) << 4);
+    *sc = s_lo | (uint64_t)s_hi << 32;
+    *mn = m_lo | (uint64_t)m_hi << 32;
+}
+
 /* A view of q8x activations in a buffer (see br_k_q8x_bytes). */
 typedef struct {
     const int8_t *q;

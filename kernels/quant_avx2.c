@@ -113,8 +113,11 @@ static float QPREFIX(q5_1)(const void *w, br_q8x_view x, int n) {
 /* Q4_K / Q5_K: sub-blocks 2c and 2c+1 share 32 bytes of qs (low / high nibbles); each is one q8x block. */
 static inline float q45k(const uint8_t *scales, float d, float dmin, const uint8_t *qs, const uint8_t *qh,
                          br_q8x_view x, int xb0, __m256 *acc) {
+    uint64_t scw, mnw;
+    br_k4_unpack(scales, &scw, &mnw);
     uint8_t sc[8], mn[8];
-    for (int j = 0; j < 8; j++) br_k4_scale_min(scales, j, &sc[j], &mn[j]);
+    memcpy(sc, &scw, 8);
+    memcpy(mn, &mnw, 8);
     const __m256i m4 = _mm256_set1_epi8(15);
     __m256i hv = qh ? load32(qh) : _mm256_setzero_si256();
     float off = 0;
@@ -200,7 +203,7 @@ static float QPREFIX(q8_k)(const void *w, br_q8x_view x, int n) {
 }
 
 #ifdef BR_QDOT_VNNI
-br_qdot_fn br_qdot_avx512(br_wtype wt)
+static br_qdot_fn br_qdot_vnni256(br_wtype wt)
 #else
 br_qdot_fn br_qdot_avx2(br_wtype wt)
 #endif

@@ -1,5 +1,119 @@
-/* AVX-512 (F, BW, VL, VNNI) dot products of quantized weight rows with q8x activations: the AVX2 kernels
- * with each u8 x s8 multiply-add pair replaced by one VNNI vpdpbusd; compiled with those flags and only
- * called after br_k_init() has seen the CPU and OS support them. */
+/* AVX-512 (F, BW, VL, VNNI) dot products of quantized weight rows with q8x activations; compiled with
+ * those flags and only called after br_k_init() has seen the CPU and OS support them. The AVX2 kernels
+ * are compiled again here with each u8 x s8 multiply-add pair replaced by one vpdpbusd; the types that
+ * make up the files people download (Q4_K, Q6_K, Q8_0) get 512-bit kernels that take two q8x blocks
+ * per instruction, with their scales computed eight blocks at a time. */
 #define BR_QDOT_VNNI
 #include "quant_avx2.c"
+
+static inline float hsum16(__m512 v) { return _mm512_reduce_add_ps(v); }
+
+/* [v[i] x 8 | v[i + 1] x 8] for i = 2c: the float scales of two q8x blocks across 16 lanes */
+static inline __m512 pair_lanes(__m512 v8, int c) {
+    const __m512i idx = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
+    return _mm512_permutexvar_ps(_mm512_add_epi32(idx, _mm512_set1_epi32(2 * c)), v8);
+}
+
+static float z_q4_k(const void *w, br_q8x_view x, int n) {
+    const br_blk_q4_k *b = w;
+    __m512 acc = _mm512_setzero_ps();
+    __m256 accm = _mm256_setzero_ps();
+    const __m512i m4 = _mm512_set1_epi8(15);
+    const __m512i sh = _mm512_set_epi64(4, 4, 4, 4, 0, 0, 0, 0); /* low half: low nibbles, high half: high */
+    for (int k = 0; k < n / 256; k++, b++) {
+        uint64_t sc, mn;
+        br_k4_unpack(b->scales, &sc, &mn);
+        __m256 dx = _mm256_loadu_ps(x.d + 8 * k), ds = _mm256_loadu_ps(x.ds + 8 * k);
+        __m256 s8 = _mm256_mul_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_cvtsi64_si128((long long)sc))),
+                                                dx), _mm256_set1_ps(f16(b->d)));
+        __m256 m8 = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_cvtsi64_si128((long long)mn)));
+        accm = _mm256_fmadd_ps(_mm256_mul_ps(m8, ds), _mm256_set1_ps(f16(b->dmin)), accm);
+        __m512 s16 = _mm512_castps256_ps512(s8);
+        const int8_t *xq = x.q + 256 * k;
+        for (int c = 0; c < 4; c++) {
+            /* qs[32c..32c+31] in both halves; the high half shifted so it holds the high nibbles */
+            __m512i q = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(b->qs + 32 * c)));
+            q = _mm512_and_si512(_mm512_srlv_epi64(q, sh), m4);
+            __m512i s = _mm512_dpbusd_epi32(_mm512_setzero_si512(), q, _mm512_loadu_si512(xq + 64 * c));
+            acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), pair_lanes(s16, c), acc);
+        }
+    }
+    return hsum16(acc) - hsum8(accm);
+}
+
+static float z_q6_k(const void *w, br_q8x_view x, int n) {
+    const br_blk_q6_k *b = w;
+    __m512 acc = _mm512_setzero_ps(), accb = _mm512_setzero_ps();
+    const __m512i m4 = _mm512_set1_epi8(15), m2 = _mm512_set1_epi8(3);
+    const __m512i sh01 = _mm512_set_epi64(2, 2, 2, 2, 0, 0, 0, 0), sh23 = _mm512_set_epi64(6, 6, 6, 6, 4, 4, 4, 4);
+    /* lanes 4i..4i+3 take scale i: each scale byte repeated four times */
+    const __m128i rep4 = _mm_set_epi8(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0);
+    for (int k = 0; k < n / 256; k++, b++) {
+        float d = f16(b->d);
+        __m256 dx8 = _mm256_mul_ps(_mm256_loadu_ps(x.d + 8 * k), _mm256_set1_ps(d));
+        __m512 dx16 = _mm512_castps256_ps512(dx8);
+        __m128i scv = _mm_loadu_si128((const __m128i *)b->scales);
+        /* the -32 bias: sum over the 16 groups of scale * (sum of x in the group) * d * dx of its block */
+        __m512 sc16 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(scv));
+        __m512 xs16 = _mm512_cvtepi32_ps(_mm512_cvtepi16_epi32(_mm256_loadu_si256((const __m256i *)(x.s16 + 16 * k))));
+        const __m512i dup = _mm512_set_epi32(7, 7, 6, 6, 5, 5, 4, 4, 3, 3, 2, 2, 1, 1, 0, 0);
+        accb = _mm512_fmadd_ps(_mm512_mul_ps(sc16, xs16), _mm512_permutexvar_ps(dup, dx16), accb);
+        const int8_t *xq = x.q + 256 * k;
+        for (int h = 0; h < 2; h++) {
+            __m512i ql = _mm512_loadu_si512(b->ql + 64 * h);
+            __m512i qh = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(b->qh + 32 * h)));
+            /* groups 4h, 4h+1: low nibbles with qh bits 0-1 / 2-3; groups 4h+2, 4h+3: high nibbles, bits 4-5 / 6-7 */
+            __m512i c01 = _mm512_or_si512(_mm512_and_si512(ql, m4),
+                                          _mm512_slli_epi16(_mm512_and_si512(_mm512_srlv_epi64(qh, sh01), m2), 4));
+            __m512i c23 = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(ql, 4), m4),
+                                          _mm512_slli_epi16(_mm512_and_si512(_mm512_srlv_epi64(qh, sh23), m2), 4));
+            for (int p = 0; p < 2; p++) {
+                int g = 4 * h + 2 * p; /* groups g, g+1 = q8x blocks 8k+g, 8k+g+1; scales 2g .. 2g+3 */
+                __m512i s = _mm512_dpbusd_epi32(_mm512_setzero_si512(), p ? c23 : c01,
+                                                _mm512_loadu_si512(xq + 32 * g));
+                __m512 scl = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(
+                    _mm_shuffle_epi8(scv, _mm_add_epi8(rep4, _mm_set1_epi8((char)(2 * g))))));
+                acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_mul_ps(scl, pair_lanes(dx16, g / 2)), acc);
+            }
+        }
+    }
+    return hsum16(acc) - 32.0f * hsum16(accb);
+}
+
+static float z_q8_0(const void *w, br_q8x_view x, int n) {
+    const br_blk_q8_0 *b = w;
+    __m512 acc = _mm512_setzero_ps();
+    int nb = n / 32, k = 0;
+    for (; k + 8 <= nb; k += 8) {
+        /* eight blocks' scales at once: weight halves times the activations' scales */
+        __m128i dh = _mm_set_epi16((short)b[k + 7].d, (short)b[k + 6].d, (short)b[k + 5].d, (short)b[k + 4].d,
+                                   (short)b[k + 3].d, (short)b[k + 2].d, (short)b[k + 1].d, (short)b[k].d);
+        __m512 s16 = _mm512_castps256_ps512(_mm256_mul_ps(_mm256_cvtph_ps(dh), _mm256_loadu_ps(x.d + k)));
+        for (int c = 0; c < 4; c++) {
+            const br_blk_q8_0 *p = b + k + 2 * c;
+            __m512i wq = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)p[0].qs)),
+                                            _mm256_loadu_si256((const __m256i *)p[1].qs), 1);
+            __m512i xq = _mm512_loadu_si512(x.q + 32 * (k + 2 * c));
+            /* signed x signed: |w| against x with w's sign */
+            __mmask64 neg = _mm512_movepi8_mask(wq);
+            __m512i xs = _mm512_mask_sub_epi8(xq, neg, _mm512_setzero_si512(), xq);
+            __m512i s = _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_abs_epi8(wq), xs);
+            acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), pair_lanes(s16, c), acc);
+        }
+    }
+    float r = hsum16(acc);
+    if (k < nb) { /* the last few blocks on the 256-bit kernel */
+        br_q8x_view t = {x.q + 32 * k, x.d + k, x.ds + k, x.s16 + 2 * k};
+        r += br_vnni_q8_0(b + k, t, 32 * (nb - k));
+    }
+    return r;
+}
+
+br_qdot_fn br_qdot_avx512(br_wtype wt) {
+    switch (wt) {
+    case BR_W_Q4_K: return z_q4_k;
+    case BR_W_Q6_K: return z_q6_k;
+    case BR_W_Q8_0: return z_q8_0;
+    default: return br_qdot_vnni256(wt);
+    }
+}
