@@ -247,5 +247,33 @@ expect 2 "attn-window wants" -- "$BRAID" memory -m "$M" -c 64 --attn-window -1
 expect 0 "" -- "$BRAID" memory -m "$M" -c 64,128 --attn-window 32
 grep -q "attention window: the last 32 tokens" "$WORK/out" && ok || bad "memory --attn-window: $(head -c 300 "$WORK/out")"
 
+# quantize, info per type, bench, and -t past the CPUs
+Q=$WORK/tiny-q4km.gguf
+expect 0 "wrote .*Q4_K_M.*fallback" -- "$BRAID" quantize "$M" "$Q" Q4_K_M -t 2
+expect 0 "" -- "$BRAID" info "$Q"
+grep -qE "^  Q5_0 +[0-9]+ tensors" "$WORK/out" && grep -qE "^  F32 +[0-9]+ tensors" "$WORK/out" && ok ||
+  bad "info per-type lines: $(head -c 600 "$WORK/out")"
+expect 0 "" -- "$BRAID" generate -m "$Q" --tokens 1,2,3 -n 4 --temp 0 --ids
+expect 0 "wrote .*Q8_0" -- "$BRAID" quantize "$M" "$WORK/tiny-q8.gguf" q8_0
+expect 2 "unknown type 'Q3_K'" -- "$BRAID" quantize "$M" "$WORK/x.gguf" Q3_K
+expect 2 "want IN.gguf OUT.gguf TYPE" -- "$BRAID" quantize "$M" Q8_0
+expect 1 "cannot open .*nope.gguf" -- "$BRAID" quantize "$WORK/nope.gguf" "$WORK/x.gguf" Q8_0
+expect 1 "cannot create .*nodir/x.gguf" -- "$BRAID" quantize "$M" "$WORK/nodir/x.gguf" Q8_0
+expect 0 "" -- "$BRAID" bench -m "$Q" -p 8 -n 4 -r 2 -o csv
+[[ $(grep -c "^tiny-q4km.gguf,Q" "$WORK/out") -eq 2 ]] && head -1 "$WORK/out" | grep -q "^model,type,size_bytes" && ok ||
+  bad "bench csv: $(head -c 400 "$WORK/out")"
+expect 0 "" -- "$BRAID" bench -m "$Q" -p 8 -n 4 -r 2 -o json
+grep -q '"test": "tg", "n": 4' "$WORK/out" && ok || bad "bench json: $(head -c 400 "$WORK/out")"
+expect 0 "" -- "$BRAID" bench -m "$Q" -p 8 -n 4 -r 2
+grep -qE "^\| tiny-q4km.gguf .* \| pp8 \| [0-9.]+ ± [0-9.]+ \|$" "$WORK/out" && ok || bad "bench table: $(head -c 400 "$WORK/out")"
+expect 2 "-o wants md, csv or json" -- "$BRAID" bench -m "$Q" -o xml
+expect 2 "no model file" -- "$BRAID" bench
+for c in quantize bench; do
+  expect 0 "" -- "$BRAID" $c --help
+  grep -q "^usage: braid $c" "$WORK/out" && ok || bad "$c --help: $(head -3 "$WORK/out")"
+done
+ncpu=$(getconf _NPROCESSORS_ONLN)
+expect 0 "warning: -t 999 is more than the $ncpu online CPUs; using $ncpu" -- "$BRAID" generate -m "$M" --tokens 1,2 -n 2 --temp 0 -t 999
+
 echo "cli: $pass passed, $fail failed"
 [[ $fail -eq 0 ]]
