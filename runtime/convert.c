@@ -44,9 +44,31 @@ static bool file_exists(const char *path) {
     return stat(path, &sb) == 0 && S_ISREG(sb.st_mode);
 }
 
+/* Opens a regular file for reading. O_NONBLOCK keeps a FIFO from blocking the open; anything but a
+ * regular file is refused before it is read. Returns -1 after setting err. */
+static int open_regular(const char *path, br_err *err) {
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0) {
+        br_err_set(err, BR_EIO, "cannot open %s: %s", path, strerror(errno));
+        return -1;
+    }
+    struct stat sb;
+    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
+        close(fd);
+        br_err_set(err, BR_EIO, "%s is not a regular file", path);
+        return -1;
+    }
+    return fd;
+}
+
 static br_status read_small_file(const char *path, size_t max, char **out, size_t *len, br_err *err) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return br_err_set(err, BR_EIO, "cannot open %s: %s", path, strerror(errno));
+    int fd = open_regular(path, err);
+    if (fd < 0) return BR_EIO;
+    FILE *f = fdopen(fd, "rb");
+    if (!f) {
+        close(fd);
+        return br_err_set(err, BR_EIO, "cannot open %s: %s", path, strerror(errno));
+    }
     size_t cap = 4096, n = 0;
     char *buf = malloc(cap);
     br_status st = BR_OK;
@@ -194,16 +216,14 @@ static br_status st_parse(br_st_file *f, br_err *err) {
 br_status br_st_open(br_st_file *f, const char *path, br_err *err) {
     memset(f, 0, sizeof *f);
     if (!(f->path = strdup(path))) return br_err_set(err, BR_ENOMEM, "out of memory");
-    int fd = open(path, O_RDONLY);
+    int fd = open_regular(path, err);
     if (fd < 0) {
-        br_status st = br_err_set(err, BR_EIO, "cannot open %s: %s", path, strerror(errno));
         br_st_free(f);
-        return st;
+        return BR_EIO;
     }
     struct stat sb;
     br_status st = BR_OK;
     if (fstat(fd, &sb) != 0) st = br_err_set(err, BR_EIO, "cannot stat %s: %s", path, strerror(errno));
-    else if (!S_ISREG(sb.st_mode)) st = br_err_set(err, BR_EIO, "%s is not a regular file", path);
     else if (sb.st_size == 0) st = br_err_set(err, BR_EFORMAT, "%s is empty", path);
     if (!st) {
         void *m = mmap(NULL, (size_t)sb.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
@@ -211,6 +231,7 @@ br_status br_st_open(br_st_file *f, const char *path, br_err *err) {
         else {
             f->base = m;
             f->size = (size_t)sb.st_size;
+            f->mapped = true;
         }
     }
     close(fd);
@@ -223,9 +244,19 @@ br_status br_st_open(br_st_file *f, const char *path, br_err *err) {
     return st;
 }
 
+br_status br_st_parse_mem(br_st_file *f, const char *name, const void *data, size_t size, br_err *err) {
+    memset(f, 0, sizeof *f);
+    if (!(f->path = strdup(name ? name : "safetensors"))) return br_err_set(err, BR_ENOMEM, "out of memory");
+    f->base = data;
+    f->size = size;
+    br_status st = st_parse(f, err);
+    if (st) br_st_free(f);
+    return st;
+}
+
 void br_st_free(br_st_file *f) {
     if (!f) return;
-    if (f->base) munmap((void *)f->base, f->size);
+    if (f->base && f->mapped) munmap((void *)f->base, f->size);
     br_json_free(&f->header);
     free(f->tensors);
     free(f->path);
@@ -967,9 +998,41 @@ static char *model_name(const char *dir) {
     return name;
 }
 
+/* What kind of thing sits at path, for a refusal message; NULL when it is absent or a regular file. */
+static const char *not_regular(const char *path) {
+    struct stat sb;
+    if (lstat(path, &sb) != 0 || S_ISREG(sb.st_mode)) return NULL;
+    if (S_ISLNK(sb.st_mode)) return "a symbolic link";
+    if (S_ISDIR(sb.st_mode)) return "a directory";
+    if (S_ISCHR(sb.st_mode) || S_ISBLK(sb.st_mode)) return "a device";
+    if (S_ISFIFO(sb.st_mode)) return "a FIFO";
+    if (S_ISSOCK(sb.st_mode)) return "a socket";
+    return "not a regular file";
+}
+
+/* The output is written to OUT.part and renamed over OUT, which would replace whatever OUT is (run as
+ * root, even /dev/null). Only a regular file (or nothing) may be replaced; checked before any work. */
+static br_status check_output(const char *out, br_err *err) {
+    const char *what = not_regular(out);
+    if (what)
+        return br_err_set(err, BR_EINVAL, "%s exists and is %s, not a regular file; refusing to replace it", out, what);
+    size_t tl = strlen(out) + sizeof ".part";
+    char *tmp = malloc(tl);
+    if (!tmp) return br_err_set(err, BR_ENOMEM, "out of memory");
+    snprintf(tmp, tl, "%s.part", out);
+    what = not_regular(tmp);
+    br_status st = BR_OK;
+    if (what)
+        st = br_err_set(err, BR_EINVAL, "%s exists and is %s, not a regular file; refusing to write through it", tmp,
+                        what);
+    free(tmp);
+    return st;
+}
+
 br_status br_convert_hf(const br_convert_params *p, br_convert_stats *stats, br_err *err) {
     if (p->type != BR_DT_F32 && p->type != BR_DT_F16 && p->type != BR_DT_BF16)
         return br_err_set(err, BR_EINVAL, "output type must be F32, F16 or BF16");
+    if (check_output(p->out_path, err)) return BR_EINVAL;
     struct stat sb;
     if (stat(p->hf_dir, &sb) != 0) return br_err_set(err, BR_EIO, "cannot open %s: %s", p->hf_dir, strerror(errno));
     if (!S_ISDIR(sb.st_mode)) return br_err_set(err, BR_EINVAL, "%s is not a directory", p->hf_dir);

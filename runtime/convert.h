@@ -36,6 +36,7 @@ typedef struct br_st_file {
     char *path;
     const uint8_t *base;
     size_t size;
+    bool mapped;           /* base is br_st_open's mapping (else the caller's buffer) */
     br_json_doc header;
     br_st_tensor *tensors; /* in header order */
     size_t n_tensors;
@@ -44,6 +45,9 @@ typedef struct br_st_file {
 /* Maps and checks path: header length, JSON, every dtype, shape and offset against the file.
  * On failure f is left freed and err names the file and the tensor or field at fault. */
 br_status br_st_open(br_st_file *f, const char *path, br_err *err);
+/* The same checks on a buffer the caller keeps alive for the life of f; name stands for the path in
+ * messages (used by the fuzz harness). */
+br_status br_st_parse_mem(br_st_file *f, const char *name, const void *data, size_t size, br_err *err);
 void br_st_free(br_st_file *f);
 
 /* --- the Jamba config ---------------------------------------------------------- */

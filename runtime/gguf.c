@@ -334,7 +334,8 @@ br_status br_gguf_parse(br_gguf *g, const void *data, size_t size, br_err *err) 
 
 br_status br_gguf_open(br_gguf *g, const char *path, br_err *err) {
     memset(g, 0, sizeof *g);
-    int fd = open(path, O_RDONLY);
+    /* O_NONBLOCK: opening a FIFO would otherwise wait for a writer forever; it is refused below */
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
     if (fd < 0) return br_err_set(err, BR_EIO, "cannot open %s: %s", path, strerror(errno));
     struct stat sb;
     if (fstat(fd, &sb) < 0 || !S_ISREG(sb.st_mode)) {

@@ -36,6 +36,9 @@ typedef struct br_tok br_tok;
 
 /* Loads a SentencePiece tokenizer.model. Any model type SentencePiece knows (unigram, BPE, word, char). */
 br_status br_tok_load_file(br_tok **t, const char *path, br_err *err);
+/* The same from a serialised model in memory (len bytes at data, only read during the call); name is
+ * what error messages call it (NULL: "tokenizer model"). */
+br_status br_tok_load_bytes(br_tok **t, const void *data, size_t len, const char *name, br_err *err);
 /* Builds a tokenizer from a GGUF's tokenizer.ggml.* keys (tokenizer.ggml.model must be "llama").
  * g is only read during the call; the tokenizer keeps its own copy of everything. Absent keys mean
  * what llama.cpp takes them to mean (scores 0, type normal, add_bos_token and add_space_prefix true,

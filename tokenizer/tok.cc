@@ -1,6 +1,9 @@
 /* The C++ shim between braid's C tokenizer API and Debian's SentencePiece library, and the
  * streaming detokenizer. Every entry point catches exceptions; nothing C++ crosses br_tok.h. */
+#include <fcntl.h>
 #include <sentencepiece_processor.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <cerrno>
 #include <cmath>
@@ -125,30 +128,65 @@ br_status finish_load(br_tok *t, const br_spm_model &m, std::string_view proto, 
     return BR_OK;
 }
 
+/* Real tokenizer.model files are under 10 MB; a cap keeps /dev/zero-like input from eating memory. */
+const size_t kMaxModelBytes = (size_t)256 << 20;
+
+/* Reads a whole regular file. O_NONBLOCK makes opening a FIFO return at once instead of waiting for a
+ * writer; anything but a regular file (FIFO, device, directory) is then refused before any read. */
 br_status read_whole(const char *path, std::string *out, br_err *err) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return br_err_set(err, BR_EIO, "cannot open %s: %s", path, strerror(errno));
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0) return br_err_set(err, BR_EIO, "cannot open %s: %s", path, strerror(errno));
+    struct stat sb;
+    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
+        close(fd);
+        return br_err_set(err, BR_EIO, "%s is not a regular file", path);
+    }
+    if ((uint64_t)sb.st_size > kMaxModelBytes) {
+        close(fd);
+        return br_err_set(err, BR_EFORMAT, "%s: %lld bytes is too large for a tokenizer model (limit %zu MiB)", path,
+                          (long long)sb.st_size, kMaxModelBytes >> 20);
+    }
     char buf[65536];
-    size_t k;
-    while ((k = fread(buf, 1, sizeof buf, f)) > 0) out->append(buf, k);
-    bool bad = ferror(f);
-    fclose(f);
-    if (bad) return br_err_set(err, BR_EIO, "cannot read %s", path);
+    for (;;) {
+        ssize_t k = read(fd, buf, sizeof buf);
+        if (k < 0 && errno == EINTR) continue;
+        if (k < 0) {
+            int e = errno;
+            close(fd);
+            return br_err_set(err, BR_EIO, "cannot read %s: %s", path, strerror(e));
+        }
+        if (k == 0) break;
+        /* the file may grow while it is read */
+        if (out->size() + (size_t)k > kMaxModelBytes) {
+            close(fd);
+            return br_err_set(err, BR_EFORMAT, "%s is too large for a tokenizer model (limit %zu MiB)", path,
+                              kMaxModelBytes >> 20);
+        }
+        out->append(buf, (size_t)k);
+    }
+    close(fd);
     return BR_OK;
 }
 
-br_status load_file(br_tok *t, const char *path, br_err *err) {
-    std::string data;
-    if (read_whole(path, &data, err)) return BR_EIO;
+/* Owns a decoded model, so that an exception from SentencePiece cannot leak its pieces. */
+struct spm_model_guard {
     br_spm_model m;
-    if (br_spm_decode(&m, data.data(), data.size(), err)) {
-        br_err_prefix(err, path);
+    spm_model_guard() { br_spm_model_init(&m); }
+    ~spm_model_guard() { br_spm_model_free(&m); }
+    spm_model_guard(const spm_model_guard &) = delete;
+    spm_model_guard &operator=(const spm_model_guard &) = delete;
+};
+
+/* Loads a serialised ModelProto; name is what messages call it (usually the file's path). */
+br_status load_bytes(br_tok *t, std::string_view data, const char *name, br_err *err) {
+    spm_model_guard g;
+    if (br_spm_decode(&g.m, data.data(), data.size(), err)) {
+        br_err_prefix(err, name);
         return BR_EFORMAT;
     }
-    br_status st = finish_load(t, m, data, err);
-    br_spm_model_free(&m);
+    br_status st = finish_load(t, g.m, data, err);
     if (st) {
-        br_err_prefix(err, path);
+        br_err_prefix(err, name);
         return st;
     }
     t->bos = t->sp.bos_id();
@@ -157,6 +195,12 @@ br_status load_file(br_tok *t, const char *path, br_err *err) {
     t->pad = t->sp.pad_id();
     t->add_bos = t->bos >= 0;
     return BR_OK;
+}
+
+br_status load_file(br_tok *t, const char *path, br_err *err) {
+    std::string data;
+    if (br_status st = read_whole(path, &data, err)) return st;
+    return load_bytes(t, data, path, err);
 }
 
 /* An optional special id. Absent (or negative, as some writers store "none") is -1. */
@@ -450,7 +494,29 @@ br_status br_tok_load_file(br_tok **out, const char *path, br_err *err) {
         return BR_OK;
     } catch (...) {
         delete t;
-        return catch_all(err, "loading the tokenizer");
+        br_status st = catch_all(err, "loading the tokenizer");
+        br_err_prefix(err, path);
+        return st;
+    }
+}
+
+br_status br_tok_load_bytes(br_tok **out, const void *data, size_t len, const char *name, br_err *err) {
+    *out = nullptr;
+    br_tok *t = nullptr;
+    if (!name) name = "tokenizer model";
+    try {
+        t = new br_tok;
+        if (br_status st = load_bytes(t, std::string_view(static_cast<const char *>(data), len), name, err)) {
+            delete t;
+            return st;
+        }
+        *out = t;
+        return BR_OK;
+    } catch (...) {
+        delete t;
+        br_status st = catch_all(err, "loading the tokenizer");
+        br_err_prefix(err, name);
+        return st;
     }
 }
 

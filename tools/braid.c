@@ -63,6 +63,7 @@ static void version(void) {
 }
 
 int main(int argc, char **argv) {
+    cli_install_sigbus();
     if (argc < 2) {
         usage(stderr);
         return EXIT_USAGE;

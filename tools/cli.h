@@ -17,6 +17,8 @@ int cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format
 
 /* A whole file (or "-" for stdin), NUL-terminated and malloc'd; NULL on failure, errno saying why. */
 char *cli_read_file(const char *path, size_t *len);
+/* Makes SIGBUS (a mapped model file truncated while in use) print one line and exit 1. */
+void cli_install_sigbus(void);
 /* Seconds on a monotonic clock, for timing lines. */
 double cli_now(void);
 

@@ -1,9 +1,11 @@
 /* `braid tokenize`: the ids and pieces a tokenizer gives a text, one token per line.
  * The model is a GGUF with a vocabulary or a SentencePiece tokenizer.model, told apart by the GGUF magic. */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "br_tok.h"
 #include "cli.h"
@@ -57,11 +59,12 @@ static void print_piece(const char *piece) {
 
 /* A GGUF starts with the bytes "GGUF"; anything else is taken for a tokenizer.model. */
 static int is_gguf(const char *path) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return -1;
+    /* O_NONBLOCK: a FIFO must not hang the open; the loaders refuse what is not a regular file */
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0) return -1;
     char magic[4];
-    int yes = fread(magic, 1, 4, f) == 4 && !memcmp(magic, "GGUF", 4);
-    fclose(f);
+    int yes = read(fd, magic, 4) == 4 && !memcmp(magic, "GGUF", 4);
+    close(fd);
     return yes;
 }
 
@@ -100,8 +103,10 @@ int braid_cmd_tokenize(int argc, char **argv) {
             goto done;
         }
     } else if (br_tok_load_file(&tok, model, &err)) {
-        /* most often the wrong file: say what it is not, rather than how SentencePiece failed on it */
-        cli_fail("tokenize", "%s is not a GGUF model (no GGUF magic), nor a SentencePiece tokenizer.model", model);
+        /* most often the wrong file: say what it is not, rather than how SentencePiece failed on it;
+         * but a FIFO, a device or an unreadable file is an I/O matter, and the reason is the message */
+        if (err.code == BR_EIO) cli_fail("tokenize", "%s", err.msg);
+        else cli_fail("tokenize", "%s is not a GGUF model (no GGUF magic), nor a SentencePiece tokenizer.model", model);
         goto done;
     }
 
