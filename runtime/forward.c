@@ -7,10 +7,12 @@
 
 #include "state_internal.h"
 
-/* One sequence's rows within a step: rows [row, row + n) of the scratch, at positions n_past ... */
+/* One sequence's rows within a step: rows [row, row + n) of the scratch, at positions n_past ...,
+ * tokens off .. off+n-1 of batch item `item`. */
 typedef struct br_slice {
     br_seq *seq;
     int row, n, n_past;
+    int item, off;
 } br_slice;
 
 struct br_ctx {
@@ -21,6 +23,7 @@ struct br_ctx {
     /* the step being computed */
     br_slice *sl;
     br_scan_part *scan; /* one per slice */
+    const int32_t **toks; /* one per slice: its first token */
     int n_sl;
     /* scratch for one step of up to n_batch rows */
     float *x, *xn, *t_out;        /* B x E */
@@ -75,8 +78,9 @@ br_status br_ctx_init(br_ctx **out, const br_model *m, br_ctx_params p, br_err *
     c->store = br_store_new(m);
     c->sl = calloc((size_t)p.n_batch, sizeof *c->sl);
     c->scan = calloc((size_t)p.n_batch, sizeof *c->scan);
+    c->toks = calloc((size_t)p.n_batch, sizeof *c->toks);
     c->lg_rows = calloc((size_t)p.n_batch, sizeof *c->lg_rows);
-    if (!c->store || !c->sl || !c->scan || !c->lg_rows) goto oom;
+    if (!c->store || !c->sl || !c->scan || !c->toks || !c->lg_rows) goto oom;
     uint32_t kvmax = 0;
     bool any_moe = false;
     for (uint32_t i = 0; i < hp->n_layer; i++) {
@@ -140,6 +144,7 @@ void br_ctx_free(br_ctx *c) {
     free(c->rows_e);
     free(c->sl);
     free(c->scan);
+    free(c->toks);
     free(c->lg_rows);
     br_store_unref(c->store);
     br_pool_free(c->pool);
@@ -378,48 +383,44 @@ br_status br_ctx_decode(br_ctx *c, const br_batch_item *items, int n_items, br_e
         if (st) return st;
     }
     /* Steps of at most n_batch rows, taken from the items in order; an item longer than what is left of
-     * a step continues in the next. */
-    int done[n_items];
-    const int32_t *toks[c->p.n_batch];
-    memset(done, 0, sizeof done);
-    for (int next = 0; next < n_items;) {
-        int rows = 0, n_lg = 0;
+     * a step continues in the next. Items before `next` are done, and the first `off` tokens of
+     * items[next]; only that one item can be part done. */
+    size_t V = hp->n_vocab;
+    for (int next = 0, off = 0; next < n_items;) {
+        int rows = 0, n_lg = 0, b = next, boff = off;
         c->n_sl = 0;
-        for (int b = next; b < n_items && rows < c->p.n_batch; b++) {
+        while (b < n_items && rows < c->p.n_batch) {
             const br_batch_item *it = &items[b];
-            int k = it->n - done[b];
+            int k = it->n - boff;
             if (k > c->p.n_batch - rows) k = c->p.n_batch - rows;
             br_slice *sl = &c->sl[c->n_sl];
-            sl->seq = it->seq;
-            sl->row = rows;
-            sl->n = k;
-            sl->n_past = it->seq->n_past;
-            toks[c->n_sl++] = it->tokens + done[b];
+            c->toks[c->n_sl++] = it->tokens + boff;
+            *sl = (br_slice){it->seq, rows, k, it->seq->n_past, b, boff};
             if (it->logits && it->all_logits)
                 for (int i = 0; i < k; i++) c->lg_rows[n_lg++] = rows + i;
-            else if (it->logits && done[b] + k == it->n)
+            else if (it->logits && boff + k == it->n)
                 c->lg_rows[n_lg++] = rows + k - 1;
             rows += k;
+            if (boff + k == it->n) b++, boff = 0;
+            else boff += k;
         }
-        forward_step(c, toks, rows, n_lg);
+        forward_step(c, c->toks, rows, n_lg);
         /* hand out logits and advance each sequence by what it took */
-        int lg = 0;
+        const float *lg = c->lg;
         for (int si = 0; si < c->n_sl; si++) {
             const br_slice *sl = &c->sl[si];
-            int b = next + si;
-            const br_batch_item *it = &items[b];
-            size_t V = hp->n_vocab;
+            const br_batch_item *it = &items[sl->item];
             if (it->logits && it->all_logits) {
-                memcpy(it->logits + (size_t)done[b] * V, c->lg + (size_t)lg * V, (size_t)sl->n * V * sizeof(float));
-                lg += sl->n;
-            } else if (it->logits && done[b] + sl->n == it->n) {
-                memcpy(it->logits, c->lg + (size_t)lg * V, V * sizeof(float));
-                lg++;
+                memcpy(it->logits + (size_t)sl->off * V, lg, (size_t)sl->n * V * sizeof(float));
+                lg += (size_t)sl->n * V;
+            } else if (it->logits && sl->off + sl->n == it->n) {
+                memcpy(it->logits, lg, V * sizeof(float));
+                lg += V;
             }
-            br_seq_advance(sl->seq, toks[si], sl->n);
-            done[b] += sl->n;
+            br_seq_advance(sl->seq, c->toks[si], sl->n);
         }
-        while (next < n_items && done[next] == items[next].n) next++;
+        next = b;
+        off = boff;
     }
     return BR_OK;
 }
