@@ -189,9 +189,11 @@ typedef struct {
 #define MM_Q8_MAX_N 16
 
 /* Output columns r0..r1-1 of every row of y, one dot product each. */
+/* Weight rows outside, x rows inside: each weight row is read from memory once for all n rows of x
+ * (a batch of decoding sequences), then stays in L1 for the other dots. */
 static void mm_dot_rows(const mm_job *j, int r0, int r1) {
-    for (int i = 0; i < j->n; i++)
-        for (int r = r0; r < r1; r++)
+    for (int r = r0; r < r1; r++)
+        for (int i = 0; i < j->n; i++)
             j->y[(size_t)i * j->rows + r] =
                 br_k_dot(j->wt, j->w + (size_t)r * j->row_bytes, j->x + (size_t)i * j->cols, j->cols);
 }
