@@ -12,21 +12,13 @@
 #include <unistd.h>
 
 #include "model.h"
+#include "procmem.h"
 #include "state.h"
 #include "synth.h"
 
 /* Resident anonymous memory: what the process allocated. (VmRSS would also count the mapped weight
  * file's pages, which the kernel faults in and evicts as it likes.) */
-static uint64_t rss_bytes(void) {
-    FILE *f = fopen("/proc/self/status", "r");
-    if (!f) return 0;
-    char line[256];
-    unsigned long long kb = 0;
-    while (fgets(line, sizeof line, f))
-        if (sscanf(line, "RssAnon: %llu kB", &kb) == 1) break;
-    fclose(f);
-    return kb * 1024;
-}
+static uint64_t rss_bytes(void) { return br_proc_mem_now().anon; }
 
 static uint64_t accounted(const br_mem *m) { return m->kv + m->ssm + m->scratch; }
 

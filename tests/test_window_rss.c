@@ -10,20 +10,12 @@
 #include <stdlib.h>
 
 #include "model.h"
+#include "procmem.h"
 #include "state.h"
 
 static const char *g_path;
 
-static uint64_t rss_anon(void) {
-    FILE *f = fopen("/proc/self/status", "r");
-    if (!f) return 0;
-    char line[256];
-    unsigned long long kb = 0;
-    while (fgets(line, sizeof line, f))
-        if (sscanf(line, "RssAnon: %llu kB", &kb) == 1) break;
-    fclose(f);
-    return kb * 1024;
-}
+static uint64_t rss_anon(void) { return br_proc_mem_now().anon; }
 
 static void window_streams_in_bounded_memory(void **st) {
     (void)st;

@@ -6,6 +6,7 @@
 
 #include "cli.h"
 #include "model.h"
+#include "procmem.h"
 #include "state.h"
 
 static const cli_use uses[] = {
@@ -44,16 +45,7 @@ static int argmax(const float *x, int n) {
 
 static double mib(uint64_t b) { return (double)b / (1024.0 * 1024.0); }
 
-static uint64_t rss_anon(void) {
-    FILE *f = fopen("/proc/self/status", "r");
-    if (!f) return 0;
-    char line[256];
-    unsigned long long kb = 0;
-    while (fgets(line, sizeof line, f))
-        if (sscanf(line, "RssAnon: %llu kB", &kb) == 1) break;
-    fclose(f);
-    return kb * 1024;
-}
+static uint64_t rss_anon(void) { return br_proc_mem_now().anon; }
 
 static void synthetic_tokens(int32_t *t, int n, uint32_t n_vocab) {
     uint32_t x = 7;

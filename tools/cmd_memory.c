@@ -10,6 +10,7 @@
 
 #include "cli.h"
 #include "model.h"
+#include "procmem.h"
 #include "state.h"
 #include "synth.h"
 
@@ -65,21 +66,12 @@ typedef struct {
     double seconds;
 } row;
 
-/* VmRSS, VmHWM, RssAnon and RssFile from /proc/self/status, in bytes. */
 static void read_rss(row *r) {
-    uint64_t *rss = &r->rss, *peak = &r->peak;
-    *rss = *peak = r->anon = r->file = 0;
-    FILE *f = fopen("/proc/self/status", "r");
-    if (!f) return;
-    char line[256];
-    unsigned long long kb;
-    while (fgets(line, sizeof line, f)) {
-        if (sscanf(line, "VmRSS: %llu kB", &kb) == 1) *rss = kb * 1024;
-        if (sscanf(line, "VmHWM: %llu kB", &kb) == 1) *peak = kb * 1024;
-        if (sscanf(line, "RssAnon: %llu kB", &kb) == 1) r->anon = kb * 1024;
-        if (sscanf(line, "RssFile: %llu kB", &kb) == 1) r->file = kb * 1024;
-    }
-    fclose(f);
+    br_proc_mem pm = br_proc_mem_now();
+    r->rss = pm.rss;
+    r->peak = pm.peak;
+    r->anon = pm.anon;
+    r->file = pm.file;
 }
 
 static double mib(uint64_t b) { return (double)b / (1024.0 * 1024.0); }
