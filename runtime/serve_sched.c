@@ -20,7 +20,7 @@ typedef struct sreq {
     int n_stop;
     int32_t stop_ids[BR_SCHED_MAX_STOP_IDS];
     int n_stop_ids;
-    int32_t n_vocab_text;
+    int32_t n_vocab_text, ban_tok;
     char *skip_prefix;
     bool detok_prompt;
     bool cancel;        /* set under the lock */
@@ -41,6 +41,9 @@ typedef struct slot {
     char *pend;         /* text held back while it may be the start of a stop string */
     size_t n_pend, cap_pend;
     bool started;       /* some text was emitted (skip_prefix is checked once) */
+    bool cut;           /* a stop string ended the text */
+    int32_t *gen;       /* the tokens sampled for this request */
+    int cap_gen;
     float *logits;
     double t_start, t_first;
 } slot;
@@ -171,6 +174,8 @@ static void emit_done(br_sched *s, sreq *r, br_finish f, const slot *sl, const c
         ev.n_gen = sl->n_gen;
         ev.t_queued = sl->t_start - r->t_submit;
         ev.t_first = sl->t_first > 0 ? sl->t_first - r->t_submit : 0;
+        ev.ids = sl->gen;
+        ev.cut = sl->cut;
     }
     if (error) snprintf(ev.error, sizeof ev.error, "%s", error);
     s->cb(&ev, s->cb_user);
@@ -203,6 +208,7 @@ static bool push_text(br_sched *s, slot *sl, const char *t, size_t n, bool final
         if (hit && (size_t)(hit - sl->pend) < cut) cut = (size_t)(hit - sl->pend);
     }
     if (cut != (size_t)-1) {
+        sl->cut = true;
         if (cut) emit_text(s, sl, sl->pend, cut);
         sl->n_pend = 0;
         return true;
@@ -316,7 +322,14 @@ static br_status start(br_sched *s, slot *sl, sreq *r, br_err *err) {
     sl->next_tok = -1;
     sl->generating = false;
     sl->started = false;
+    sl->cut = false;
     sl->n_pend = 0;
+    if (sl->cap_gen < r->max_tokens + 1) {
+        int32_t *g = realloc(sl->gen, (size_t)(r->max_tokens + 1) * sizeof *g);
+        if (!g) return br_err_set(err, BR_ENOMEM, "out of memory");
+        sl->gen = g;
+        sl->cap_gen = r->max_tokens + 1;
+    }
     if (br_sampler_init(&sl->smp, r->sp, (int)s->m->hp.n_vocab, err)) return err->code;
     if (br_detok_init(&sl->detok, s->tok, err)) return err->code;
     if (m == 0) {
@@ -358,6 +371,7 @@ static void sample_next(br_sched *s, slot *sl) {
     uint32_t V = s->m->hp.n_vocab;
     if (r->n_vocab_text > 0)
         for (uint32_t v = (uint32_t)r->n_vocab_text; v < V; v++) sl->logits[v] = -INFINITY;
+    if (r->ban_tok >= 0 && (uint32_t)r->ban_tok < V) sl->logits[r->ban_tok] = -INFINITY;
     /* the logits are kept for the snapshot taken when the request ends; sample from a copy */
     float *tmp = sl->logits + V;
     memcpy(tmp, sl->logits, V * sizeof *tmp);
@@ -365,7 +379,7 @@ static void sample_next(br_sched *s, slot *sl) {
     for (int i = 0; i < r->n_stop_ids; i++)
         if (t == r->stop_ids[i]) { finish(s, sl, BR_FINISH_STOP, NULL); return; }
     br_sampler_accept(sl->smp, t);
-    sl->n_gen++;
+    sl->gen[sl->n_gen++] = t;
     const char *piece;
     size_t n;
     br_err err = {0};
@@ -498,7 +512,13 @@ static void *worker(void *arg) {
                 continue;
             }
             sl->n_fed += s->items[k].n;
-            if (sl->n_fed < sl->r->n_prompt) continue;
+            br_err e1 = {0};
+            if (sl->n_fed < sl->r->n_prompt) {
+                /* a point to come back to: another conversation sharing this much of the prompt (a system
+                 * prompt, a document) re-evaluates at most one chunk */
+                (void)br_seq_snapshot(sl->seq, NULL, &e1);
+                continue;
+            }
             /* the prompt is in: remember this point (a next turn that diverges in the answer comes back here) */
             br_err e2 = {0};
             (void)br_seq_snapshot(sl->seq, sl->logits, &e2);
@@ -583,6 +603,7 @@ void br_sched_free(br_sched *s) {
             br_seq_free(s->slots[i].seq);
             free(s->slots[i].logits);
             free(s->slots[i].pend);
+            free(s->slots[i].gen);
             br_sampler_free(s->slots[i].smp);
             br_detok_free(s->slots[i].detok);
         }
@@ -627,6 +648,7 @@ br_status br_sched_submit(br_sched *s, const br_sched_req *q, void *user, uint64
     memcpy(r->stop_ids, q->stop_ids, (size_t)q->n_stop_ids * sizeof *r->stop_ids);
     r->n_stop_ids = q->n_stop_ids;
     r->n_vocab_text = q->n_vocab_text;
+    r->ban_tok = q->ban_tok;
     if (q->skip_prefix && *q->skip_prefix && !(r->skip_prefix = strdup(q->skip_prefix))) {
         req_free(r);
         return br_err_set(err, BR_ENOMEM, "out of memory");

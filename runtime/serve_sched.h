@@ -39,6 +39,7 @@ typedef struct br_sched_req {
     const int32_t *stop_ids;     /* tokens that end the answer, not part of it (EOS, end of turn) */
     int n_stop_ids;
     int32_t n_vocab_text;        /* ids at or past this are never sampled (padding rows); 0: none */
+    int32_t ban_tok;             /* never sampled (EOS for ignore_eos); -1: none */
     const char *skip_prefix;     /* dropped once from the start of the text (a chat format's answer separator) */
     bool detok_prompt;           /* the prompt goes through the detokenizer first, so the answer's first piece
                                     is decoded as the continuation it is (braid generate's text) */
@@ -59,6 +60,8 @@ typedef struct br_sched_event {
     br_finish finish;
     int n_prompt, n_cached, n_gen;  /* n_cached: prompt tokens not evaluated for this request */
     double t_queued, t_first;        /* seconds from submit to slot, and to the first token */
+    const int32_t *ids;              /* done: the tokens sampled (stop token excluded), valid during the callback */
+    bool cut;                        /* done: a stop string cut the text (the ids go past it) */
     char error[256];
 } br_sched_event;
 

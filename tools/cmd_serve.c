@@ -53,6 +53,17 @@ static const cli_cmd serve_cmd = {
 
 typedef struct server server;
 
+/* The tokens an answer was sampled as, by its text: when a client sends the answer back in the next turn
+ * the prompt holds those tokens rather than a re-tokenization of the text (which may differ), so it
+ * matches the sequence a slot or the cache holds and only the new turn is evaluated. */
+#define N_ANSWERS 1024
+typedef struct answer {
+    uint64_t hash, used;
+    char *text;
+    int32_t *ids;
+    int n;
+} answer;
+
 /* One API request in flight: from submit to its done event. */
 typedef struct apireq {
     server *srv;
@@ -68,6 +79,7 @@ typedef struct apireq {
 typedef struct evnode {
     br_sched_event ev;
     char *text;
+    int32_t *ids;
     struct evnode *next;
 } evnode;
 
@@ -86,6 +98,8 @@ struct server {
     evnode *head, *tail;
     bool closed;
     uint64_t n_http, n_http_err, n_completions;
+    answer answers[N_ANSWERS];
+    uint64_t answer_clock;
     long next_rid;
 };
 
@@ -104,6 +118,11 @@ static void on_sched_event(const br_sched_event *ev, void *user) {
         e->ev.len = 0;
     }
     e->ev.text = e->text;
+    e->ev.ids = NULL;
+    if (ev->done && ev->ids && ev->n_gen > 0 && (e->ids = malloc((size_t)ev->n_gen * sizeof *e->ids))) {
+        memcpy(e->ids, ev->ids, (size_t)ev->n_gen * sizeof *e->ids);
+        e->ev.ids = e->ids;
+    }
     pthread_mutex_lock(&s->mu);
     if (s->tail) s->tail->next = e;
     else s->head = e;
@@ -179,6 +198,38 @@ static void apireq_free(apireq *a) {
     free(a);
 }
 
+static uint64_t fnv1a(const char *t) {
+    uint64_t h = 1469598103934665603ull;
+    for (; *t; t++) h = (h ^ (unsigned char)*t) * 1099511628211ull;
+    return h;
+}
+
+static const answer *find_answer(server *s, const char *text) {
+    uint64_t h = fnv1a(text);
+    for (int i = 0; i < N_ANSWERS; i++) {
+        answer *a = &s->answers[i];
+        if (a->text && a->hash == h && !strcmp(a->text, text)) {
+            a->used = ++s->answer_clock;
+            return a;
+        }
+    }
+    return NULL;
+}
+
+static void remember_answer(server *s, const char *text, const int32_t *ids, int n) {
+    if (!*text || find_answer(s, text)) return;
+    answer *v = &s->answers[0];
+    for (int i = 1; i < N_ANSWERS && v->text; i++)
+        if (!s->answers[i].text || s->answers[i].used < v->used) v = &s->answers[i];
+    char *t = strdup(text);
+    int32_t *c = malloc((size_t)n * sizeof *c);
+    if (!t || !c) { free(t); free(c); return; }
+    free(v->text);
+    free(v->ids);
+    memcpy(c, ids, (size_t)n * sizeof *c);
+    *v = (answer){fnv1a(text), ++s->answer_clock, t, c, n};
+}
+
 static void handle_event(server *s, const br_sched_event *ev) {
     apireq *a = ev->user;
     bool alive = http_conn_alive(a->conn);
@@ -187,18 +238,18 @@ static void handle_event(server *s, const br_sched_event *ev) {
         if (a->stream) {
             send_sse(a, chunk_json(a, ev->text, ev->len, NULL));
             a->started = true;
-        } else if (a->n_text + ev->len + 1 > a->cap_text) {
+        }
+        if (a->stream && !a->chat) return;
+        if (a->n_text + ev->len + 1 > a->cap_text) {
             size_t cap = (a->n_text + ev->len + 1) * 2;
             char *nt = realloc(a->text, cap);
             if (!nt) return;
             a->text = nt;
             a->cap_text = cap;
         }
-        if (!a->stream) {
-            memcpy(a->text + a->n_text, ev->text, ev->len);
-            a->n_text += ev->len;
-            a->text[a->n_text] = 0;
-        }
+        memcpy(a->text + a->n_text, ev->text, ev->len);
+        a->n_text += ev->len;
+        a->text[a->n_text] = 0;
         return;
     }
     if (alive) {
@@ -235,6 +286,8 @@ static void handle_event(server *s, const br_sched_event *ev) {
             respond_json(a->conn, 200, j, extra);
         }
     }
+    if (a->chat && ev->ids && !ev->cut && (ev->finish == BR_FINISH_STOP || ev->finish == BR_FINISH_LENGTH))
+        remember_answer(s, a->text ? a->text : "", ev->ids, ev->n_gen);
     s->n_completions++;
     apireq_free(a);
 }
@@ -248,6 +301,7 @@ static void on_async(uv_async_t *h) {
     while (e) {
         evnode *n = e->next;
         handle_event(s, &e->ev);
+        free(e->ids);
         free(e->text);
         free(e);
         e = n;
@@ -334,6 +388,52 @@ static bool content_text(parsed *p, json_t *c, char **out) {
     if (strlen(buf) != n) { free(buf); return bad(p, "messages", "content holds a NUL character"); }
     *out = buf;
     return true;
+}
+
+static bool append_ids(int32_t **ids, size_t *n, size_t *cap, const int32_t *add, size_t k) {
+    if (*n + k > *cap) {
+        size_t c = (*n + k) * 2 + 16;
+        int32_t *ni = realloc(*ids, c * sizeof *ni);
+        if (!ni) return false;
+        *ids = ni;
+        *cap = c;
+    }
+    if (k) memcpy(*ids + *n, add, k * sizeof *add);
+    *n += k;
+    return true;
+}
+
+/* The conversation as token ids, each answer this server gave in its sampled tokens (see answer). Formats
+ * whose generation prompt opens part of the answer (jamba-reasoning's <think>) are rendered whole. */
+static br_status chat_tokens(server *s, const br_chat_msg *m, int n, int32_t **ids, size_t *n_ids, br_err *err) {
+    if (*br_tmpl_gen_prefix(s->tmpl)) return br_tmpl_tokens(s->tmpl, m, n, 0, true, ids, n_ids, err);
+    int32_t *out = NULL, *seg = NULL;
+    size_t n_out = 0, cap = 0, n_seg;
+    int from = 0;
+    br_status st = BR_OK;
+    for (int i = 0; i < n && !st; i++) {
+        const answer *a;
+        if (strcmp(m[i].role, "assistant") || !(a = find_answer(s, m[i].content))) continue;
+        /* messages [from, i), the generation prompt, the sampled tokens, the format's close */
+        if ((st = br_tmpl_tokens(s->tmpl, m, i, from, true, &seg, &n_seg, err))) break;
+        bool ok = append_ids(&out, &n_out, &cap, seg, n_seg) && append_ids(&out, &n_out, &cap, a->ids, (size_t)a->n);
+        free(seg);
+        seg = NULL;
+        if (ok && !(st = br_tmpl_close_tokens(s->tmpl, &seg, &n_seg, err))) ok = append_ids(&out, &n_out, &cap, seg, n_seg);
+        free(seg);
+        seg = NULL;
+        if (!st && !ok) st = br_err_set(err, BR_ENOMEM, "out of memory");
+        from = i + 1;
+    }
+    if (!st && (st = br_tmpl_tokens(s->tmpl, m, n, from, true, &seg, &n_seg, err)) == BR_OK &&
+        !append_ids(&out, &n_out, &cap, seg, n_seg))
+        st = br_err_set(err, BR_ENOMEM, "out of memory");
+    free(seg);
+    if (st) { free(out); return st; }
+    if (!out && !(out = malloc(sizeof *out))) return br_err_set(err, BR_ENOMEM, "out of memory");
+    *ids = out;
+    *n_ids = n_out;
+    return BR_OK;
 }
 
 static bool parse_request(server *s, json_t *root, bool chat, parsed *p) {
@@ -423,8 +523,7 @@ static bool parse_request(server *s, json_t *root, bool chat, parsed *p) {
             cm[i].role = r;
             cm[i].content = texts[i];
         }
-        if (ok && br_tmpl_tokens(s->tmpl, cm, (int)nm, 0, true, &p->ids, &p->n_ids, &err))
-            ok = bad(p, "messages", "%s", err.msg);
+        if (ok && chat_tokens(s, cm, (int)nm, &p->ids, &p->n_ids, &err)) ok = bad(p, "messages", "%s", err.msg);
         for (size_t i = 0; texts && i < nm; i++) free(texts[i]);
         free(texts);
         free(cm);
@@ -475,6 +574,17 @@ static bool parse_request(server *s, json_t *root, bool chat, parsed *p) {
     p->rq.stop_ids = p->stop_ids;
     p->rq.n_stop_ids = n_stop_ids;
     p->rq.n_vocab_text = br_tok_n_vocab(s->tok);
+    p->rq.ban_tok = -1;
+    json_t *ie = json_object_get(root, "ignore_eos"); /* llama-server's extension: EOS is never sampled */
+    if (ie && !json_is_null(ie) && !json_is_boolean(ie)) return bad(p, "ignore_eos", "'ignore_eos' must be true or false");
+    if (ie && json_is_true(ie)) {
+        int32_t eos = br_tok_eos(s->tok);
+        int k = 0;
+        for (int i = 0; i < n_stop_ids; i++)
+            if (p->stop_ids[i] != eos) p->stop_ids[k++] = p->stop_ids[i];
+        p->rq.n_stop_ids = k;
+        p->rq.ban_tok = eos;
+    }
     p->rq.detok_prompt = true;
     return true;
 }
@@ -694,12 +804,17 @@ out:
     for (evnode *e = s.head; e;) {
         evnode *n = e->next;
         if (e->ev.done) apireq_free(e->ev.user);
+        free(e->ids);
         free(e->text);
         free(e);
         e = n;
     }
     if (s.loop) uv_loop_close(s.loop);
     pthread_mutex_destroy(&s.mu);
+    for (int i = 0; i < N_ANSWERS; i++) {
+        free(s.answers[i].text);
+        free(s.answers[i].ids);
+    }
     br_tmpl_free(s.tmpl);
     br_tok_free(s.tok);
     br_model_free(&s.m);

@@ -153,6 +153,7 @@ static bool add_header_bytes(http_conn *c, size_t n) {
 
 static int on_begin(http_parser *p) {
     http_conn *c = p->data;
+    c->err_status = 0;
     c->header_bytes = c->n_url = c->n_auth = c->n_body = c->n_field = 0;
     c->last_was_value = false;
     c->field_is_auth = false;
@@ -219,6 +220,8 @@ static int on_body(http_parser *p, const char *at, size_t len) {
 
 static int on_complete(http_parser *p) {
     http_conn *c = p->data;
+    /* on_headers_complete's refusal only skips the body: the message ends here instead, as an error */
+    if (c->err_status) return 1;
     c->ready = true;
     c->keep_alive = http_should_keep_alive(p);
     http_parser_pause(p, 1);

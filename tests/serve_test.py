@@ -1,0 +1,497 @@
+#!/usr/bin/env python3
+# braid serve over a real socket on 127.0.0.1: greedy completions equal braid generate, the prompt cache, disconnects,
+# hostile requests, concurrent streaming clients, and the npm openai client. Python standard library only.
+import argparse
+import http.client
+import json
+import os
+import random
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+
+ap = argparse.ArgumentParser()
+ap.add_argument("--braid", required=True)
+ap.add_argument("--model", required=True)
+ap.add_argument("--work", required=True, help="folder for the npm client and logs")
+ap.add_argument("--quick", action="store_true", help="smaller load and conversation (sanitizer builds)")
+ap.add_argument("--only", default="", help="comma-separated test names")
+args = ap.parse_args()
+os.makedirs(args.work, exist_ok=True)
+
+HOST = "127.0.0.1"
+failures = []
+
+
+def check(cond, what):
+    if not cond:
+        failures.append(what)
+        print("FAIL:", what, flush=True)
+    return cond
+
+
+class Server:
+    def __init__(self, *extra, name="srv"):
+        self.log = open(os.path.join(args.work, name + ".log"), "w+")
+        self.p = subprocess.Popen([args.braid, "serve", "-m", args.model, "--host", HOST, "--port", "0", *extra],
+                                  stdout=self.log, stderr=subprocess.STDOUT)
+        t0 = time.time()
+        self.port = None
+        while time.time() - t0 < 60 and self.p.poll() is None:
+            self.log.seek(0)
+            m = re.search(r"listening on http://[0-9.]+:(\d+)", self.log.read())
+            if m:
+                self.port = int(m.group(1))
+                break
+            time.sleep(0.05)
+        if not self.port:
+            self.log.seek(0)
+            sys.exit("server did not start: " + self.log.read())
+
+    def rss_kib(self):
+        with open(f"/proc/{self.p.pid}/status") as f:
+            return int(re.search(r"VmRSS:\s+(\d+)", f.read()).group(1))
+
+    def stop(self):
+        self.p.terminate()
+        try:
+            rc = self.p.wait(30)
+        except subprocess.TimeoutExpired:
+            self.p.kill()
+            rc = -9
+        check(rc == 0, f"server exits 0 on SIGTERM (got {rc})")
+        self.log.seek(0)
+        tail = self.log.read()[-2000:]
+        check("ERROR: AddressSanitizer" not in tail and "runtime error" not in tail, "no sanitizer report: " + tail)
+
+
+def request(port, method, path, body=None, headers=None, timeout=120):
+    c = http.client.HTTPConnection(HOST, port, timeout=timeout)
+    h = {"Content-Type": "application/json"}
+    h.update(headers or {})
+    data = body if isinstance(body, (bytes, type(None))) else json.dumps(body).encode()
+    c.request(method, path, data, h)
+    r = c.getresponse()
+    out = r.read()
+    c.close()
+    return r.status, out, r
+
+
+def post(port, path, body, **kw):
+    st, out, r = request(port, "POST", path, body, **kw)
+    return st, json.loads(out), r
+
+
+def stream(port, path, body, close_after=None, timeout=300):
+    """Streams an SSE response: (text, last chunk, t_first_token, saw_done)."""
+    body = dict(body, stream=True)
+    s = socket.create_connection((HOST, port), timeout=timeout)
+    data = json.dumps(body).encode()
+    t0 = time.time()
+    s.sendall(b"POST " + path.encode() + b" HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: " +
+              str(len(data)).encode() + b"\r\n\r\n" + data)
+    f = s.makefile("rb")
+    status = f.readline()
+    if b" 200 " not in status:
+        rest = f.read()
+        s.close()
+        raise RuntimeError("stream status " + status.decode() + rest.decode(errors="replace"))
+    while f.readline() not in (b"\r\n", b""):
+        pass
+    text, last, t_first, done, n_events = [], None, None, False, 0
+    buf = b""
+    while True:
+        size = f.readline()
+        if not size:
+            break
+        n = int(size.strip(), 16)
+        if n == 0:
+            f.readline()
+            break
+        buf += f.read(n)
+        f.read(2)
+        while b"\n\n" in buf:
+            ev, buf = buf.split(b"\n\n", 1)
+            assert ev.startswith(b"data: "), ev
+            d = ev[6:]
+            if d == b"[DONE]":
+                done = True
+                continue
+            j = json.loads(d)
+            last = j
+            ch = j["choices"][0] if j.get("choices") else {}
+            piece = ch.get("text") if "text" in ch else (ch.get("delta") or {}).get("content")
+            if piece:
+                if t_first is None:
+                    t_first = time.time() - t0
+                text.append(piece)
+            n_events += 1
+            if close_after and n_events >= close_after:
+                s.close()
+                return "".join(text), last, t_first, False
+    s.close()
+    return "".join(text), last, t_first, done
+
+
+def generate(prompt, n):
+    out = subprocess.run([args.braid, "generate", "-m", args.model, "-p", prompt, "-n", str(n), "--temp", "0",
+                          "--no-display-prompt", "--log-disable"], capture_output=True, check=True)
+    t = out.stdout.decode()
+    return t[:-1] if t.endswith("\n") else t
+
+
+def metrics(port):
+    st, out, _ = request(port, "GET", "/metrics")
+    return {m.group(1): float(m.group(2)) for m in re.finditer(r"^(braid_\w+) ([0-9.e+-]+)$", out.decode(), re.M)}
+
+
+PROMPTS = ["Once upon a time", "The history of the", "In the beginning God created", "Python is a programming language",
+           "The whale", "Mr. President, members of Congress", "def main():", "Call me Ishmael."]
+
+
+def want(name):
+    return not args.only or name in args.only.split(",")
+
+
+# ------------------------------------------------------------------------------------------------------------
+srv = Server("-np", "4", "-c", "8192", "--timeout", "3", name="main")
+port = srv.port
+print(f"server on port {port}", flush=True)
+
+if want("parity"):
+    # greedy: the same text as braid generate, streamed and not
+    for p in PROMPTS[:4]:
+        ref = generate(p, 32)
+        st, j, _ = post(port, "/v1/completions", {"prompt": p, "max_tokens": 32, "temperature": 0})
+        check(st == 200, f"completion status {st}")
+        got = j["choices"][0]["text"]
+        check(got == ref, f"non-streamed completion equals generate for {p!r}: {got!r} vs {ref!r}")
+        check(j["usage"]["prompt_tokens"] > 0 and j["usage"]["completion_tokens"] <= 32, "usage counts")
+        text, last, _, done = stream(port, "/v1/completions", {"prompt": p, "max_tokens": 32, "temperature": 0})
+        check(text == ref and done, f"streamed completion equals generate for {p!r}: {text!r} vs {ref!r}")
+        check(last["choices"][0]["finish_reason"] in ("stop", "length"), "a finish_reason in the last chunk")
+    # the same seed gives the same sampled text; chat streamed equals chat not streamed
+    body = {"prompt": "The whale", "max_tokens": 24, "temperature": 0.9, "seed": 42}
+    a = post(port, "/v1/completions", body)[1]["choices"][0]["text"]
+    b = stream(port, "/v1/completions", body)[0]
+    check(a == b, f"seeded sampling repeats: {a!r} vs {b!r}")
+    msgs = [{"role": "user", "content": "What is a whale?"}]
+    a = post(port, "/v1/chat/completions", {"messages": msgs, "max_tokens": 24, "temperature": 0})[1]
+    b, last, _, done = stream(port, "/v1/chat/completions", {"messages": msgs, "max_tokens": 24, "temperature": 0})
+    check(a["choices"][0]["message"]["content"] == b and done, "chat streamed equals chat not streamed")
+    check(a["object"] == "chat.completion" and last["object"] == "chat.completion.chunk", "chat object names")
+    # stop strings end the text before them
+    ref = generate("Once upon a time", 32)
+    cut = ref[5:9]
+    j = post(port, "/v1/completions", {"prompt": "Once upon a time", "max_tokens": 32, "temperature": 0, "stop": [cut]})[1]
+    check(j["choices"][0]["text"] == ref[:ref.index(cut)] and j["choices"][0]["finish_reason"] == "stop",
+          f"stop string {cut!r}: {j['choices'][0]['text']!r}")
+    st, out, _ = request(port, "GET", "/v1/models")
+    check(st == 200 and json.loads(out)["data"][0]["object"] == "model", "/v1/models")
+    st, out, _ = request(port, "GET", "/health")
+    check(st == 200 and json.loads(out)["status"] == "ok", "/health")
+    st, out, _ = request(port, "GET", "/")
+    check(st == 200 and b"/v1/chat/completions" in out and b"http" not in out.replace(b"http://", b""), "the chat page")
+
+if want("cache"):
+    # second turn of a long conversation: only the new tokens are evaluated, and the first token comes much sooner
+    words = "the river runs past the old mill and the miller counts his sacks of grain before the winter comes . "
+    n_sys = 50 if args.quick else 120
+    msgs = [{"role": "system", "content": words * n_sys}, {"role": "user", "content": "Tell me about the mill."}]
+    text, last, t1, done = stream(port, "/v1/chat/completions", {"messages": msgs, "max_tokens": 16, "temperature": 0})
+    u1 = last["usage"]
+    print(f"turn 1: {u1['prompt_tokens']} prompt tokens, {u1['prompt_tokens_details']['cached_tokens']} cached, "
+          f"first token after {t1:.3f} s", flush=True)
+    msgs += [{"role": "assistant", "content": text}, {"role": "user", "content": "And the grain?"}]
+    text2, last2, t2, done = stream(port, "/v1/chat/completions", {"messages": msgs, "max_tokens": 16, "temperature": 0})
+    u2 = last2["usage"]
+    cached = u2["prompt_tokens_details"]["cached_tokens"]
+    evaluated = u2["prompt_tokens"] - cached
+    new_turn = u2["prompt_tokens"] - u1["prompt_tokens"] - u1["completion_tokens"]
+    print(f"turn 2: {u2['prompt_tokens']} prompt tokens, {cached} cached, {evaluated} evaluated (the new turn: "
+          f"{new_turn} tokens), first token after {t2:.3f} s", flush=True)
+    check(u1["prompt_tokens_details"]["cached_tokens"] == 0, "first turn has nothing cached")
+    check(u1["prompt_tokens"] > (1500 if args.quick else 3500), f"the conversation is long ({u1['prompt_tokens']})")
+    # the answer's last sampled token is evaluated only when the next turn comes (it ended the answer)
+    check(evaluated <= new_turn + 1, f"turn 2 evaluates only the new turn: {evaluated} vs {new_turn}")
+    check(t2 < t1 / 5, f"turn 2 first token far sooner: {t2:.3f} s vs {t1:.3f} s")
+    # a third request with turn 1's prompt again (a branch): served from the snapshot, nothing re-evaluated but
+    # the last token
+    st, j, _ = post(port, "/v1/chat/completions", {"messages": msgs[:2], "max_tokens": 16, "temperature": 0})
+    check(j["choices"][0]["message"]["content"] == text, "the same prompt again gives the same greedy answer")
+    check(j["usage"]["prompt_tokens_details"]["cached_tokens"] >= j["usage"]["prompt_tokens"] - 1,
+          f"the same prompt again is served from the cache ({j['usage']})")
+
+if want("disconnect"):
+    # one slot: a client that goes away mid-stream must free it for the next request at once
+    one = Server("-np", "1", name="one")
+    t0 = time.time()
+    text, last, _, done = stream(one.port, "/v1/completions",
+                                 {"prompt": "The whale", "max_tokens": 4000, "temperature": 1.0, "ignore_eos": True},
+                                 close_after=3)
+    check(not done, "the first stream was cut")
+    t1 = time.time()
+    st, j, _ = post(one.port, "/v1/completions", {"prompt": "Hello", "max_tokens": 4, "temperature": 0}, timeout=60)
+    dt = time.time() - t1
+    check(st == 200 and dt < 10, f"the next request is served at once after a disconnect ({dt:.2f} s)")
+    m = metrics(one.port)
+    check(m["braid_slots_busy"] == 0 and m["braid_requests_cancelled_total"] >= 1,
+          f"the slot was freed and the request cancelled: {m}")
+    check(m["braid_tokens_generated_total"] < 500, f"generation stopped when the client left ({m['braid_tokens_generated_total']})")
+    one.stop()
+
+if want("hostile"):
+    def raw(data, read=True, timeout=10):
+        s = socket.create_connection((HOST, port), timeout=timeout)
+        try:
+            s.sendall(data)
+            if not read:
+                return s
+            out = b""
+            while True:
+                try:
+                    k = s.recv(65536)
+                except socket.timeout:
+                    break
+                if not k:
+                    break
+                out += k
+                if b"\r\n\r\n" in out:
+                    head, _, rest = out.partition(b"\r\n\r\n")
+                    m = re.search(rb"Content-Length: (\d+)", head)
+                    if m and len(rest) >= int(m.group(1)):
+                        break
+            return out
+        finally:
+            if read:
+                s.close()
+
+    def http_post(path, body, extra=b""):
+        return (b"POST " + path + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n" + extra +
+                b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+
+    def status_of(out):
+        m = re.match(rb"HTTP/1.1 (\d+)", out)
+        return int(m.group(1)) if m else None
+
+    def error_shape(out):
+        body = out.partition(b"\r\n\r\n")[2]
+        try:
+            e = json.loads(body)["error"]
+            return isinstance(e["message"], str) and "type" in e
+        except Exception:
+            return False
+
+    rng = random.Random(7)
+    good = json.dumps({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}).encode()
+    cases = []
+    for i in range(120):  # truncated JSON
+        cut = rng.randrange(0, len(good) - 1)
+        cases.append((http_post(b"/v1/chat/completions", good[:cut]), 400, "truncated JSON"))
+    fields = ["max_tokens", "temperature", "top_p", "top_k", "min_p", "seed", "stop", "n", "stream", "messages", "prompt"]
+    bad_values = ["x", [], {}, True, -5, 1e300, 10 ** 30, None, [1, "a"], "1"]
+    for f in fields:
+        for v in bad_values:
+            if v is None and f == "max_tokens":
+                continue  # null is the default: until the end of the context
+            body = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2, f: v}
+            if f == "prompt":
+                body = {"prompt": v, "max_tokens": 2}
+            path = b"/v1/completions" if f == "prompt" else b"/v1/chat/completions"
+            data = json.dumps(body).encode()
+            cases.append((http_post(path, data), None, f"{f}={v!r}"))  # None: 200 when the value happens to be valid
+    for raw_num in [b"1e999", b"-1e999", b"123456789012345678901234567890", b"NaN", b"Infinity", b"0x10"]:
+        cases.append((http_post(b"/v1/chat/completions", b'{"messages":[{"role":"user","content":"hi"}],"max_tokens":' +
+                                raw_num + b"}"), 400, f"number {raw_num!r}"))
+    for bad_utf8 in [b"\xff", b"\xc3\x28", b"\xed\xa0\x80", b"\xf8\x88\x80\x80\x80", b"\xe2\x82"]:
+        cases.append((http_post(b"/v1/chat/completions", b'{"messages":[{"role":"user","content":"a' + bad_utf8 +
+                                b'"}],"max_tokens":2}'), 400, f"invalid UTF-8 {bad_utf8!r}"))
+    cases += [
+        (http_post(b"/v1/chat/completions", b'{"max_tokens":2}'), 400, "missing messages"),
+        (http_post(b"/v1/chat/completions", b'{"messages":[]}'), 400, "empty messages"),
+        (http_post(b"/v1/chat/completions", b'{"messages":[{"role":"wizard","content":"hi"}]}'), 400, "unknown role"),
+        (http_post(b"/v1/chat/completions", b'{"messages":[{"content":"hi"}]}'), 400, "message without role"),
+        (http_post(b"/v1/chat/completions", b'[1,2,3]'), 400, "not an object"),
+        (http_post(b"/v1/chat/completions", b''), 400, "empty body"),
+        (http_post(b"/v1/chat/completions", b'{"messages":[{"role":"user","content":"hi"}],"n":2}'), 400, "n=2"),
+        (http_post(b"/v1/nothing", b'{}'), 404, "unknown route"),
+        (b"GET /../../etc/passwd HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", 404, "path traversal"),
+        (b"GET /v1/chat/completions HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", 405, "GET on a POST route"),
+        (b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 999999999\r\n\r\n", 413, "body over the limit"),
+        (b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 40000 + b"\r\n\r\n", 431, "oversized header"),
+        (b"GET / HTTP/1.1\r\n" + b"".join(b"X-H%d: 1\r\n" % i for i in range(3000)) + b"\r\n", 431, "too many headers"),
+        (b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03garbage\r\n\r\n", 400, "not HTTP (a TLS hello)"),
+        (b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+         b"zz\r\nabc\r\n0\r\n\r\n", 400, "bad chunk size"),
+        (http_post(b"/v1/completions", json.dumps({"prompt": "word " * 9000, "max_tokens": 2}).encode()), 400,
+         "context_length_exceeded"),
+    ]
+    n_ok = 0
+    for data, want_status, what in cases:
+        out = raw(data)
+        st = status_of(out)
+        if want_status is None:
+            good_case = st == 200 or (st == 400 and error_shape(out))
+        else:
+            good_case = st == want_status and error_shape(out)
+        n_ok += good_case
+        check(good_case, f"hostile request {what}: status {st}, {out[:200]!r}")
+        if what == "context_length_exceeded":
+            check(b"context_length_exceeded" in out, "context_length_exceeded code")
+    print(f"hostile: {n_ok}/{len(cases)} requests answered as expected", flush=True)
+    # chunked request bodies are read
+    body = good
+    chunked = b"".join(b"%x\r\n" % len(body[i:i + 7]) + body[i:i + 7] + b"\r\n" for i in range(0, len(body), 7)) + b"0\r\n\r\n"
+    out = raw(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n" +
+              chunked)
+    check(status_of(out) == 200, f"chunked request body: {out[:200]!r}")
+    # keep-alive: two requests on one connection, the second pipelined
+    s = socket.create_connection((HOST, port), timeout=30)
+    s.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\nGET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    out = b""
+    while True:
+        k = s.recv(65536)
+        if not k:
+            break
+        out += k
+    s.close()
+    check(out.count(b"HTTP/1.1 200") == 2, f"keep-alive and pipelining: {out!r}")
+    # slow senders: a request that does not complete within --timeout (3 s) is dropped; others are still served
+    slow = [raw(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{", read=False) for _ in range(20)]
+    time.sleep(0.5)
+    st, _, _ = request(port, "GET", "/health")
+    check(st == 200, "served while slow senders hold connections")
+    time.sleep(4)
+    closed = 0
+    for s in slow:
+        s.settimeout(2)
+        try:
+            closed += s.recv(100) == b""
+        except (socket.timeout, ConnectionResetError):
+            closed += 0
+        s.close()
+    check(closed == 20, f"slow senders were disconnected after the timeout ({closed}/20)")
+    st, j, _ = post(port, "/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 4})
+    check(st == 200 and j["choices"][0]["message"]["role"] == "assistant", "still serving after the hostile requests")
+    # API key: 401 without or with a wrong key (compared in constant time), 200 with it; /health stays open
+    keyed = Server("-np", "1", "--api-key", "s3cret", name="keyed")
+    st, j, _ = post(keyed.port, "/v1/completions", {"prompt": "a", "max_tokens": 1})
+    check(st == 401 and j["error"]["code"] == "invalid_api_key", "401 without a key")
+    st, j, _ = post(keyed.port, "/v1/completions", {"prompt": "a", "max_tokens": 1}, headers={"Authorization": "Bearer s3cre"})
+    check(st == 401, "401 with a wrong key")
+    st, j, _ = post(keyed.port, "/v1/completions", {"prompt": "a", "max_tokens": 1}, headers={"Authorization": "Bearer s3cret"})
+    check(st == 200, "200 with the key")
+    check(request(keyed.port, "GET", "/health")[0] == 200, "/health without a key")
+    keyed.stop()
+    # overload: one slot, no queue: the second concurrent request gets 503 with Retry-After
+    tight = Server("-np", "1", "--queue", "0", name="tight")
+    th = threading.Thread(target=lambda: stream(tight.port, "/v1/completions",
+                                                {"prompt": "The whale", "max_tokens": 300, "temperature": 0, "ignore_eos": True}))
+    th.start()
+    time.sleep(1.0)
+    st, j, r = post(tight.port, "/v1/completions", {"prompt": "a", "max_tokens": 1})
+    check(st == 503 and r.getheader("Retry-After") == "1", f"503 with Retry-After when full: {st}")
+    th.join()
+    tight.stop()
+
+if want("load"):
+    # concurrent streaming clients: every answer complete and equal to the sequential greedy one; nothing leaked
+    n_req, n_cli = (64, 16) if args.quick else (200, 32)
+    jobs = [(PROMPTS[i % len(PROMPTS)], 8 + (i * 7) % 17) for i in range(n_req)]
+    seq = {}
+    for p, n in sorted(set(jobs)):
+        seq[(p, n)] = post(port, "/v1/completions", {"prompt": p, "max_tokens": n, "temperature": 0})[1]["choices"][0]["text"]
+    rss0 = srv.rss_kib()
+    results, ttft, errors = [None] * n_req, [], []
+    lock = threading.Lock()
+    nxt = [0]
+
+    def client():
+        while True:
+            with lock:
+                i = nxt[0]
+                nxt[0] += 1
+            if i >= n_req:
+                return
+            p, n = jobs[i]
+            try:
+                text, last, tf, done = stream(port, "/v1/completions", {"prompt": p, "max_tokens": n, "temperature": 0})
+                results[i] = (text, done)
+                with lock:
+                    ttft.append(tf if tf is not None else 0)
+            except Exception as e:
+                with lock:
+                    errors.append(repr(e))
+
+    t0 = time.time()
+    ths = [threading.Thread(target=client) for _ in range(n_cli)]
+    for t in ths:
+        t.start()
+    for t in ths:
+        t.join(600)
+    wall = time.time() - t0
+    check(not errors, f"load: no request failed ({errors[:3]})")
+    complete = sum(1 for r in results if r and r[1])
+    same = sum(1 for i, r in enumerate(results) if r and r[0] == seq[jobs[i]])
+    check(complete == n_req, f"load: {complete}/{n_req} responses complete")
+    check(same == n_req, f"load: {same}/{n_req} greedy outputs equal the sequential ones")
+    diffs = [(jobs[i], r[0], seq[jobs[i]]) for i, r in enumerate(results) if r and r[0] != seq[jobs[i]]][:2]
+    if diffs:
+        print("differences:", diffs)
+    m = metrics(port)
+    check(m["braid_slots_busy"] == 0 and m["braid_queue_length"] == 0, f"load: no slot leaked ({m['braid_slots_busy']})")
+    rss1 = srv.rss_kib()
+    check(abs(rss1 - rss0) < 64 * 1024, f"load: RSS after {rss1} KiB vs before {rss0} KiB (bound 64 MiB)")
+    ttft.sort()
+    p50 = statistics.median(ttft)
+    p99 = ttft[min(len(ttft) - 1, int(0.99 * len(ttft)))]
+    print(f"load: {n_req} requests from {n_cli} clients in {wall:.1f} s; time to first token p50 {p50:.3f} s, "
+          f"p99 {p99:.3f} s; RSS {rss0} -> {rss1} KiB", flush=True)
+
+if want("openai"):
+    npm = shutil.which("npm")
+    node = shutil.which("node")
+    nm = os.path.join(args.work, "npm")
+    ok = os.path.isdir(os.path.join(nm, "node_modules", "openai"))
+    if not ok and npm and node:
+        os.makedirs(nm, exist_ok=True)
+        r = subprocess.run([npm, "install", "--prefix", nm, "--no-audit", "--no-fund", "openai@4"], capture_output=True,
+                           timeout=300)
+        ok = r.returncode == 0
+    if not ok:
+        print("SKIP openai client: npm could not install the 'openai' package (offline?)", flush=True)
+    else:
+        js = os.path.join(nm, "client.mjs")
+        with open(js, "w") as f:
+            f.write("""
+import OpenAI from 'openai';
+const client = new OpenAI({ baseURL: process.argv[2], apiKey: 'none' });
+const r = await client.chat.completions.create({ model: 'm', messages: [{ role: 'user', content: 'What is a whale?' }],
+  max_tokens: 16, temperature: 0 });
+let s = '';
+const st = await client.chat.completions.create({ model: 'm', messages: [{ role: 'user', content: 'What is a whale?' }],
+  max_tokens: 16, temperature: 0, stream: true });
+for await (const chunk of st) s += chunk.choices[0]?.delta?.content || '';
+console.log(JSON.stringify({ plain: r.choices[0].message.content, streamed: s, usage: r.usage }));
+""")
+        r = subprocess.run([node, js, f"http://{HOST}:{port}/v1"], capture_output=True, timeout=120,
+                           env=dict(os.environ, NODE_PATH=os.path.join(nm, "node_modules")))
+        check(r.returncode == 0, "openai client ran: " + r.stderr.decode()[-500:])
+        if r.returncode == 0:
+            out = json.loads(r.stdout)
+            check(out["plain"] == out["streamed"] and out["usage"]["completion_tokens"] > 0,
+                  f"openai client: streamed equals plain ({out})")
+            print("openai client: ok", flush=True)
+
+m = metrics(port)
+check(m["braid_slots_busy"] == 0, "no slot busy at the end")
+srv.stop()
+if failures:
+    print(f"{len(failures)} checks failed")
+    sys.exit(1)
+print("all serve checks passed")
