@@ -329,9 +329,22 @@ def regen_undo():
         check(int(t4) == int(t1), "/undo left the context as it was after the first exchange (%s, %s)" % (t4, t1))
 
 
+def context_limit():
+    long = " ".join(["the sea is wide and deep"] * 40)
+    rc, out, err = piped([long, "hi", "/stats"], "-n", "8", "-c", "64")
+    check(rc == 0 and "context full" in err and "not sent" in err,
+          "a turn that does not fit is refused with a message before anything is lost")
+    m = re.search(r"tokens +(\d+) of 64 .*?\((\d+) messages\)", out, re.S)
+    check(m and int(m.group(2)) == 2 and 0 < int(m.group(1)) <= 64,
+          "... and the next turn that fits is answered (%s)" % (m.group(0)[:40] if m else out[-200:]))
+    rc, out, err = piped(["hi", "tell me more"] * 6 + ["/stats"], "-n", "16", "-c", "64")
+    check(rc == 0 and ("context full" in err), "an answer that fills the context stops and says so")
+
+
 piped_mode()
 save_load()
 regen_undo()
+context_limit()
 streaming_and_ctrl_c()
 signals_restore()
 crash_restores()

@@ -157,13 +157,15 @@ static br_chat_msg *as_chat_msgs(const chat *c) {
     return v;
 }
 
-/* A fresh sampler that has seen the last tokens of the state (for the repetition penalty) and draws a
- * new stream of numbers, so /regen does not sample the same answer again. */
-static br_status reset_sampler(chat *c, br_err *err) {
+/* A fresh sampler that has seen the last tokens of the state (for the repetition penalty). With
+ * new_stream it draws a new stream of numbers, so /regen does not sample the same answer again; without,
+ * the stream the seed names (/set seed N is then -s N). */
+static br_status reset_sampler_with(chat *c, bool new_stream, br_err *err) {
     br_sampler_free(c->smp);
     c->smp = NULL;
     br_sampler_params p = c->sp;
-    p.seed = c->sp.seed + 0x9e3779b97f4a7c15ull * c->reseeds++;
+    if (new_stream) c->reseeds++;
+    p.seed = c->sp.seed + 0x9e3779b97f4a7c15ull * c->reseeds;
     br_status st = br_sampler_init(&c->smp, p, c->n_vocab, err);
     if (st) return st;
     int n = br_seq_n_past(c->seq), from = n > p.repeat_last_n ? n - p.repeat_last_n : 0;
@@ -171,6 +173,8 @@ static br_status reset_sampler(chat *c, br_err *err) {
     for (int i = from; i < n; i++) br_sampler_accept(c->smp, t[i]);
     return BR_OK;
 }
+
+static br_status reset_sampler(chat *c, br_err *err) { return reset_sampler_with(c, true, err); }
 
 /* --- showing an answer: <think> sections dimmed or hidden ------------------------------------------ */
 
@@ -602,7 +606,7 @@ static void do_set(chat *c, const char *args) {
     else { say(c, OUT_ERROR, "/set: unknown name or value out of range: %s\n", args); return; }
     c->sp = p;
     br_err err = {0};
-    if (reset_sampler(c, &err)) say(c, OUT_ERROR, "%s\n", err.msg);
+    if (reset_sampler_with(c, false, &err)) say(c, OUT_ERROR, "%s\n", err.msg);
     else say(c, OUT_INFO, "%s = %g\n", name, v);
 }
 
@@ -613,7 +617,6 @@ static void show_transcript(chat *c) {
 /* Commands that touch the model run where turns run; these return false for /quit. edit_out receives
  * the text /edit puts back in the editor. */
 static bool run_line(chat *c, const char *line, char **edit_out) {
-    atomic_store(&c->cancel, 0);
     if (line[0] != '/') {
         do_turn(c, line);
         return true;
@@ -832,6 +835,10 @@ static void feed(term *t, const char *s, size_t n) {
             prompt(t);
         }
     }
+    if (n && t->busy && memchr(s, 3, n)) { /* Ctrl-C typed right after Enter: stop that turn */
+        atomic_store(&t->c->cancel, 1);
+        return;
+    }
     if (n && t->busy) { /* type-ahead, kept for the next prompt */
         char *na = realloc(t->typeahead, t->ta_len + n);
         if (na) {
@@ -1041,6 +1048,9 @@ int cmd_chat(int argc, char **argv) {
     long n_ctx = a.num[CLI_CTX_SIZE];
     uint32_t n_train = c->m.hp.n_ctx_train;
     if (n_ctx == 0) n_ctx = n_train ? (long)n_train : 4096;
+    if (n_train && n_ctx > (long)n_train && !a.given[CLI_ATTN_WINDOW])
+        cli_note("chat", "the model was trained on %u tokens; a conversation longer than that (-c %ld) may "
+                 "degrade", n_train, n_ctx);
     c->n_ctx = (int)n_ctx;
     c->n_vocab = (int)c->m.hp.n_vocab;
     br_ctx_params cp = br_ctx_default_params();
