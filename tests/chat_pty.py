@@ -341,11 +341,59 @@ def context_limit():
     check(rc == 0 and ("context full" in err), "an answer that fills the context stops and says so")
 
 
+def options():
+    p = subprocess.run([BRAID, "chat", "-m", MODEL, "--template", "bogus"], input="", capture_output=True, text=True)
+    check(p.returncode == 2 and "bogus" in p.stderr, "an unknown --template is a usage error (exit 2)")
+    p = subprocess.run([BRAID, "chat", "-m", MODEL, "--template", "chatml"], input="", capture_output=True, text=True)
+    check(p.returncode == 1 and "<|im_start|>" in p.stderr,
+          "a template whose tokens the vocabulary lacks is refused, naming the token (exit 1)")
+    sysf = TMP + "/sys.txt"
+    open(sysf, "w").write("You are terse.\n")
+    rc, out, err = piped(["hi", "/save " + TMP + "/sys.session"], "-n", "4", "--system-file", sysf)
+    chat_file = open(TMP + "/sys.session.chat", encoding="utf-8").read()
+    check(rc == 0 and "system 14\nYou are terse.\n" in chat_file and "template plain" in err,
+          "--system-file sets the system message; the template in use is said at start")
+    p = subprocess.run([BRAID, "chat", "-m", MODEL, "--system", "a", "--system-file", sysf], input="",
+                       capture_output=True, text=True)
+    check(p.returncode == 2, "--system and --system-file together are a usage error")
+    rc, out, err = piped(["/load " + TMP + "/missing"])
+    check(rc == 0 and "cannot read" in err, "/load of a missing file says so and the chat goes on")
+
+
+def prefill_ctrl_c():
+    """Ctrl-C while a long pasted message is still being read drops the turn within 200 ms."""
+    c = Chat("-n", "8", "-c", "8192")
+    c.wait_for(PROMPT)
+    c.send(b"hi\r")
+    c.wait_for(rb"\r\n[^>]*> \r\x1b\[2C$", 20)
+    c.send(b"/stats\r")
+    _, seen = c.wait_for(rb"reprocessed[^\n]*\n[^>]*> ")
+    before = re.search(rb"tokens +(\d+) of", seen).group(1)
+    text = " ".join("word%d is here" % i for i in range(700)).encode()
+    c.send(b"\x1b[200~" + text + b"\x1b[201~")
+    c.read(0.3)
+    c.send(b"\r")
+    time.sleep(0.3)
+    c.send(b"\x03")
+    dt, seen = c.wait_for(rb"\[stopped[^\]]*\][^>]*> ", 20)
+    check(b"not sent" in seen and dt < 0.2, "Ctrl-C during a long prefill drops the turn within 200 ms (%.0f ms)"
+          % (dt * 1e3))
+    c.send(b"/stats\r")
+    _, seen = c.wait_for(rb"reprocessed[^\n]*\n[^>]*> ")
+    after = re.search(rb"tokens +(\d+) of", seen).group(1)
+    check(before == after, "... and the conversation is as it was before the turn (%s, %s tokens)"
+          % (before.decode(), after.decode()))
+    c.send(b"\x04")
+    check(c.finish() == 0, "exit 0 after the stopped prefill")
+
+
 piped_mode()
 save_load()
 regen_undo()
 context_limit()
+options()
 streaming_and_ctrl_c()
+prefill_ctrl_c()
 signals_restore()
 crash_restores()
 narrow_utf8()

@@ -95,6 +95,10 @@ static void draw_text(linedit *e, const char *s, size_t n, int *row, int *col, c
 }
 
 void le_redraw(linedit *e) {
+    if (e->defer) {
+        e->dirty = true;
+        return;
+    }
     char seq[32];
     if (e->drawn && e->drawn_row > 0) {
         snprintf(seq, sizeof seq, "\033[%dA", e->drawn_row);
@@ -123,6 +127,8 @@ void le_redraw(linedit *e) {
 
 /* Leaves the drawn line: cursor below its end, ready for other output. */
 static void finish_line(linedit *e) {
+    bool defer = e->defer;
+    e->defer = false;
     size_t keep = e->cur;
     e->cur = e->len;
     le_redraw(e);
@@ -130,6 +136,8 @@ static void finish_line(linedit *e) {
     outs(e, "\r\n");
     e->drawn = false;
     e->drawn_row = 0;
+    e->dirty = false;
+    e->defer = defer;
 }
 
 /* --- editing -------------------------------------------------------------------------------------- */
@@ -347,6 +355,8 @@ static le_event key(linedit *e, unsigned char c) {
 le_event le_feed(linedit *e, const char *bytes, size_t n, size_t *used) {
     size_t i = 0;
     le_event ev = LE_NONE;
+    e->defer = true;
+    e->dirty = false;
     while (i < n && ev == LE_NONE) {
         unsigned char c = (unsigned char)bytes[i++];
         if (e->n_pend == 0 && c != 0x1b && c < 0x80) {
@@ -375,6 +385,9 @@ le_event le_feed(linedit *e, const char *bytes, size_t n, size_t *used) {
             le_redraw(e);
         }
     }
+    e->defer = false;
+    if (e->dirty && ev == LE_NONE) le_redraw(e);
+    e->dirty = false;
     *used = i;
     return ev;
 }

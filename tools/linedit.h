@@ -31,6 +31,7 @@ typedef struct linedit {
     int n_pend;
     bool paste;          /* inside a bracketed paste: newlines are text */
     bool was_empty;      /* the line was empty when Ctrl-C came */
+    bool defer, dirty;   /* inside le_feed: one redraw at the end, not one per key (a paste is many keys) */
     le_history hist;
     int hist_pos;        /* == hist.n while editing the new line */
     char *saved;         /* the new line, kept while browsing history */
