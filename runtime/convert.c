@@ -14,6 +14,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <jansson.h>
+
 #include "br_kernels.h"
 #include "model.h"
 
@@ -93,13 +95,62 @@ static br_status read_small_file(const char *path, size_t max, char **out, size_
     return BR_OK;
 }
 
-static br_status parse_json_file(const char *path, br_json_doc *doc, br_err *err) {
+/* --- JSON, through jansson ------------------------------------------------------------
+ * jansson checks what a strict reader must (RFC 8259 syntax, UTF-8, no NUL in strings, nesting capped
+ * at 2048, integers that overflow 64 bits refused); these helpers add the converter's type rules. */
+
+static const char *jtype(const json_t *v) {
+    switch (v ? json_typeof(v) : JSON_NULL) {
+    case JSON_OBJECT: return "object";
+    case JSON_ARRAY: return "array";
+    case JSON_STRING: return "string";
+    case JSON_INTEGER:
+    case JSON_REAL: return "number";
+    case JSON_TRUE:
+    case JSON_FALSE: return "boolean";
+    default: return "null";
+    }
+}
+
+static bool j_is_str(const json_t *v, const char *s) { return json_is_string(v) && !strcmp(json_string_value(v), s); }
+
+/* A whole number is one written without fraction or exponent, as Python's json reads an int. */
+static bool j_int(const json_t *v, int64_t *out) {
+    if (!json_is_integer(v)) return false;
+    *out = (int64_t)json_integer_value(v);
+    return true;
+}
+
+static bool j_u64(const json_t *v, uint64_t *out) {
+    if (!json_is_integer(v) || json_integer_value(v) < 0) return false;
+    *out = (uint64_t)json_integer_value(v);
+    return true;
+}
+
+static bool j_bool(const json_t *v, bool *out) {
+    if (!json_is_boolean(v)) return false;
+    *out = json_is_true(v);
+    return true;
+}
+
+/* Parses text[0..len) (any JSON value at the top; the caller checks which). strict: a key repeated in
+ * an object is refused (a safetensors header or shard index that names a tensor twice is ambiguous). */
+static br_status j_parse(json_t **root, const char *text, size_t len, bool strict, br_err *err) {
+    json_error_t je;
+    *root = json_loadb(text, len, JSON_DECODE_ANY | (strict ? JSON_REJECT_DUPLICATES : 0), &je);
+    if (!*root)
+        return br_err_set(err, BR_EFORMAT, "invalid JSON: %s at line %d, column %d (byte %d)", je.text, je.line,
+                          je.column, je.position);
+    return BR_OK;
+}
+
+static br_status parse_json_file(const char *path, json_t **root, bool strict, br_err *err) {
     char *text = NULL;
     size_t len = 0;
-    memset(doc, 0, sizeof *doc);
+    *root = NULL;
     br_status st = read_small_file(path, CONFIG_MAX_BYTES, &text, &len, err);
     if (st) return st;
-    st = br_json_parse(doc, text, len, NULL, err);
+    st = j_parse(root, text, len, strict, err);
     free(text);
     if (st) br_err_prefix(err, path);
     return st;
@@ -115,38 +166,35 @@ static const char *shape_str(const uint64_t *shape, uint32_t n, char *buf, size_
     return buf;
 }
 
-static br_status st_tensor(br_st_file *f, const br_json_member *m, uint64_t data_size, const uint8_t *data,
-                           br_st_tensor *t, br_err *err) {
-    if (strlen(m->key) != m->key_len)
-        return br_err_set(err, BR_EFORMAT, "%s: a tensor name holds a NUL character", f->path);
-    const char *name = m->key;
-    const br_json *v = &m->value;
-    if (v->type != BR_JSON_OBJECT)
+static br_status st_tensor(br_st_file *f, const char *name, const json_t *v, uint64_t data_size,
+                           const uint8_t *data, br_st_tensor *t, br_err *err) {
+    if (!json_is_object(v))
         return br_err_set(err, BR_EFORMAT, "%s: tensor %s: header entry is a %s, not an object", f->path, name,
-                          br_json_type_name(v->type));
-    const br_json *dt = br_json_get(v, "dtype"), *shape = br_json_get(v, "shape"), *off = br_json_get(v, "data_offsets");
-    if (!dt || dt->type != BR_JSON_STRING)
+                          jtype(v));
+    const json_t *dt = json_object_get(v, "dtype"), *shape = json_object_get(v, "shape"),
+                 *off = json_object_get(v, "data_offsets");
+    if (!json_is_string(dt))
         return br_err_set(err, BR_EFORMAT, "%s: tensor %s has no dtype string", f->path, name);
-    if (!shape || shape->type != BR_JSON_ARRAY)
+    if (!json_is_array(shape))
         return br_err_set(err, BR_EFORMAT, "%s: tensor %s has no shape array", f->path, name);
-    if (!off || off->type != BR_JSON_ARRAY || off->v.arr.n != 2)
+    if (!json_is_array(off) || json_array_size(off) != 2)
         return br_err_set(err, BR_EFORMAT, "%s: tensor %s has no data_offsets pair", f->path, name);
     t->name = name;
     uint64_t es;
-    if (br_json_is_str(dt, "F32")) { t->type = BR_DT_F32; es = 4; }
-    else if (br_json_is_str(dt, "F16")) { t->type = BR_DT_F16; es = 2; }
-    else if (br_json_is_str(dt, "BF16")) { t->type = BR_DT_BF16; es = 2; }
+    if (j_is_str(dt, "F32")) { t->type = BR_DT_F32; es = 4; }
+    else if (j_is_str(dt, "F16")) { t->type = BR_DT_F16; es = 2; }
+    else if (j_is_str(dt, "BF16")) { t->type = BR_DT_BF16; es = 2; }
     else
         return br_err_set(err, BR_EUNSUPPORTED, "%s: tensor %s has dtype %.32s; only F32, F16 and BF16 are supported",
-                          f->path, name, dt->v.str.ptr);
-    if (shape->v.arr.n > BR_ST_MAX_DIMS)
+                          f->path, name, json_string_value(dt));
+    if (json_array_size(shape) > BR_ST_MAX_DIMS)
         return br_err_set(err, BR_EFORMAT, "%s: tensor %s has %zu dimensions (at most %d)", f->path, name,
-                          shape->v.arr.n, BR_ST_MAX_DIMS);
-    t->n_dims = (uint32_t)shape->v.arr.n;
+                          json_array_size(shape), BR_ST_MAX_DIMS);
+    t->n_dims = (uint32_t)json_array_size(shape);
     uint64_t nel = 1;
     for (uint32_t d = 0; d < t->n_dims; d++) {
         uint64_t x;
-        if (!br_json_as_u64(&shape->v.arr.items[d], &x))
+        if (!j_u64(json_array_get(shape, d), &x))
             return br_err_set(err, BR_EFORMAT, "%s: tensor %s: shape[%u] is not a whole number >= 0", f->path, name, d);
         t->shape[d] = x;
         if (x && nel > UINT64_MAX / es / x)
@@ -155,7 +203,7 @@ static br_status st_tensor(br_st_file *f, const br_json_member *m, uint64_t data
     }
     t->n_elem = nel;
     uint64_t b, e;
-    if (!br_json_as_u64(&off->v.arr.items[0], &b) || !br_json_as_u64(&off->v.arr.items[1], &e))
+    if (!j_u64(json_array_get(off, 0), &b) || !j_u64(json_array_get(off, 1), &e))
         return br_err_set(err, BR_EFORMAT, "%s: tensor %s: data_offsets are not whole numbers >= 0", f->path, name);
     if (b > e || e > data_size)
         return br_err_set(err, BR_EFORMAT,
@@ -184,30 +232,30 @@ static br_status st_parse(br_st_file *f, br_err *err) {
     if (hl > ST_MAX_HEADER)
         return br_err_set(err, BR_EFORMAT, "%s: header length %llu is over the 100 MB limit", f->path,
                           (unsigned long long)hl);
-    br_status st = br_json_parse(&f->header, (const char *)f->base + 8, (size_t)hl, NULL, err);
+    json_t *root;
+    br_status st = j_parse(&root, (const char *)f->base + 8, (size_t)hl, true, err);
     if (st) {
         br_err_prefix(err, "header");
         br_err_prefix(err, f->path);
         return st;
     }
-    const br_json *root = &f->header.root;
-    if (root->type != BR_JSON_OBJECT)
-        return br_err_set(err, BR_EFORMAT, "%s: header is a JSON %s, not an object", f->path,
-                          br_json_type_name(root->type));
-    size_t n = 0;
-    for (size_t i = 0; i < root->v.obj.n; i++) n += strcmp(root->v.obj.members[i].key, "__metadata__") != 0;
+    f->header = root;
+    if (!json_is_object(root))
+        return br_err_set(err, BR_EFORMAT, "%s: header is a JSON %s, not an object", f->path, jtype(root));
+    size_t n = json_object_size(root);
     f->tensors = calloc(n ? n : 1, sizeof *f->tensors);
     if (!f->tensors) return br_err_set(err, BR_ENOMEM, "out of memory");
     const uint8_t *data = f->base + 8 + hl;
     uint64_t data_size = f->size - 8 - hl;
-    for (size_t i = 0; i < root->v.obj.n; i++) {
-        const br_json_member *m = &root->v.obj.members[i];
-        if (!strcmp(m->key, "__metadata__")) {
-            if (m->value.type != BR_JSON_OBJECT)
-                return br_err_set(err, BR_EFORMAT, "%s: __metadata__ is not an object", f->path);
+    const char *key;
+    json_t *v;
+    /* jansson keeps an object's keys in document order: tensors are listed as the header lists them */
+    json_object_foreach(root, key, v) {
+        if (!strcmp(key, "__metadata__")) {
+            if (!json_is_object(v)) return br_err_set(err, BR_EFORMAT, "%s: __metadata__ is not an object", f->path);
             continue;
         }
-        if ((st = st_tensor(f, m, data_size, data, &f->tensors[f->n_tensors], err))) return st;
+        if ((st = st_tensor(f, key, v, data_size, data, &f->tensors[f->n_tensors], err))) return st;
         f->n_tensors++;
     }
     return BR_OK;
@@ -257,7 +305,7 @@ br_status br_st_parse_mem(br_st_file *f, const char *name, const void *data, siz
 void br_st_free(br_st_file *f) {
     if (!f) return;
     if (f->base && f->mapped) munmap((void *)f->base, f->size);
-    br_json_free(&f->header);
+    json_decref(f->header);
     free(f->tensors);
     free(f->path);
     memset(f, 0, sizeof *f);
@@ -266,22 +314,21 @@ void br_st_free(br_st_file *f) {
 /* --- config --------------------------------------------------------------------------- */
 
 typedef struct {
-    const br_json *root;
+    const json_t *root;
     br_err *err;
 } cfg_reader;
 
 /* A whole number in [lo, MAX_DIM]; def < 0 makes the key required. */
 static br_status cfg_u32(cfg_reader *r, const char *key, int64_t def, uint32_t lo, uint32_t *out) {
-    const br_json *v = br_json_get(r->root, key);
-    if (!v || v->type == BR_JSON_NULL) {
+    const json_t *v = json_object_get(r->root, key);
+    if (!v || json_is_null(v)) {
         if (def < 0) return br_err_set(r->err, BR_EFORMAT, "config.json: missing %s", key);
         *out = (uint32_t)def;
         return BR_OK;
     }
     int64_t x;
-    if (!br_json_as_int(v, &x))
-        return br_err_set(r->err, BR_EFORMAT, "config.json: %s is a %s, not a whole number", key,
-                          br_json_type_name(v->type));
+    if (!j_int(v, &x))
+        return br_err_set(r->err, BR_EFORMAT, "config.json: %s is a %s, not a whole number", key, jtype(v));
     if (x < lo || x > MAX_DIM)
         return br_err_set(r->err, BR_EFORMAT, "config.json: %s = %lld is out of range (%u..%u)", key, (long long)x, lo,
                           MAX_DIM);
@@ -290,33 +337,32 @@ static br_status cfg_u32(cfg_reader *r, const char *key, int64_t def, uint32_t l
 }
 
 static br_status cfg_bool(cfg_reader *r, const char *key, bool def, bool *out) {
-    const br_json *v = br_json_get(r->root, key);
-    if (!v || v->type == BR_JSON_NULL) { *out = def; return BR_OK; }
-    if (!br_json_as_bool(v, out))
-        return br_err_set(r->err, BR_EFORMAT, "config.json: %s is a %s, not true or false", key,
-                          br_json_type_name(v->type));
+    const json_t *v = json_object_get(r->root, key);
+    if (!v || json_is_null(v)) { *out = def; return BR_OK; }
+    if (!j_bool(v, out))
+        return br_err_set(r->err, BR_EFORMAT, "config.json: %s is a %s, not true or false", key, jtype(v));
     return BR_OK;
 }
 
 /* The architectures list as text, for an error message. */
-static void describe_archs(const br_json *a, char *buf, size_t cap) {
+static void describe_archs(const json_t *a, char *buf, size_t cap) {
     size_t k = 0;
     buf[0] = 0;
-    for (size_t i = 0; i < a->v.arr.n && k + 1 < cap; i++) {
-        const br_json *s = &a->v.arr.items[i];
-        if (s->type == BR_JSON_STRING) k += (size_t)snprintf(buf + k, cap - k, "%s%.64s", k ? ", " : "", s->v.str.ptr);
+    for (size_t i = 0; i < json_array_size(a) && k + 1 < cap; i++) {
+        const json_t *s = json_array_get(a, i);
+        if (json_is_string(s)) k += (size_t)snprintf(buf + k, cap - k, "%s%.64s", k ? ", " : "", json_string_value(s));
     }
     if (!buf[0]) snprintf(buf, cap, "empty");
 }
 
-br_status br_jamba_config_read(br_jamba_config *c, const br_json *root, br_err *err) {
+static br_status config_read(br_jamba_config *c, const json_t *root, br_err *err) {
     memset(c, 0, sizeof *c);
-    if (!root || root->type != BR_JSON_OBJECT) return br_err_set(err, BR_EFORMAT, "config.json is not a JSON object");
-    const br_json *archs = br_json_get(root, "architectures");
-    if (!archs || archs->type != BR_JSON_ARRAY)
+    if (!json_is_object(root)) return br_err_set(err, BR_EFORMAT, "config.json is not a JSON object");
+    const json_t *archs = json_object_get(root, "architectures");
+    if (!json_is_array(archs))
         return br_err_set(err, BR_EUNSUPPORTED, "config.json names no architectures (want JambaForCausalLM)");
     bool jamba = false;
-    for (size_t i = 0; i < archs->v.arr.n; i++) jamba |= br_json_is_str(&archs->v.arr.items[i], "JambaForCausalLM");
+    for (size_t i = 0; i < json_array_size(archs); i++) jamba |= j_is_str(json_array_get(archs, i), "JambaForCausalLM");
     if (!jamba) {
         char names[256];
         describe_archs(archs, names, sizeof names);
@@ -342,14 +388,14 @@ br_status br_jamba_config_read(br_jamba_config *c, const br_json *root, br_err *
     if (c->n_layer > MAX_LAYERS)
         return br_err_set(err, BR_EFORMAT, "config.json: num_hidden_layers = %u is over %u", c->n_layer, MAX_LAYERS);
 
-    const br_json *dtr = br_json_get(root, "mamba_dt_rank");
-    if (!dtr || dtr->type == BR_JSON_NULL || br_json_is_str(dtr, "auto")) c->dt_rank = (c->n_embd + 15) / 16;
+    const json_t *dtr = json_object_get(root, "mamba_dt_rank");
+    if (!dtr || json_is_null(dtr) || j_is_str(dtr, "auto")) c->dt_rank = (c->n_embd + 15) / 16;
     else if (cfg_u32(&r, "mamba_dt_rank", -1, 1, &c->dt_rank))
         return br_err_set(err, BR_EFORMAT, "config.json: mamba_dt_rank must be \"auto\" or a whole number >= 1");
 
-    const br_json *eps = br_json_get(root, "rms_norm_eps");
+    const json_t *eps = json_object_get(root, "rms_norm_eps");
     double e = 1e-6;
-    if (eps && eps->type != BR_JSON_NULL && (!br_json_as_num(eps, &e) || !(e > 0) || e > 1))
+    if (eps && !json_is_null(eps) && (!json_is_number(eps) || !((e = json_number_value(eps)) > 0) || e > 1))
         return br_err_set(err, BR_EFORMAT, "config.json: rms_norm_eps must be a number in (0, 1]");
     c->rms_eps = (float)e;
 
@@ -362,11 +408,11 @@ br_status br_jamba_config_read(br_jamba_config *c, const br_json *root, br_err *
     if (!conv_bias)
         return br_err_set(err, BR_EUNSUPPORTED, "config.json: mamba_conv_bias = false (a Mamba conv without bias) is "
                                                 "not supported");
-    const br_json *act = br_json_get(root, "hidden_act");
-    if (act && act->type != BR_JSON_NULL && !br_json_is_str(act, "silu"))
+    const json_t *act = json_object_get(root, "hidden_act");
+    if (act && !json_is_null(act) && !j_is_str(act, "silu"))
         return br_err_set(err, BR_EUNSUPPORTED, "config.json: hidden_act %s%.32s%s is not supported (only silu)",
-                          act->type == BR_JSON_STRING ? "\"" : "(a ", act->type == BR_JSON_STRING ? act->v.str.ptr
-                          : br_json_type_name(act->type), act->type == BR_JSON_STRING ? "\"" : ")");
+                          json_is_string(act) ? "\"" : "(a ", json_is_string(act) ? json_string_value(act) : jtype(act),
+                          json_is_string(act) ? "\"" : ")");
 
     /* JambaConfig refuses these too: with offset >= period, "i % period == offset" never holds */
     if (c->attn_offset >= c->attn_period)
@@ -398,6 +444,19 @@ br_status br_jamba_config_read(br_jamba_config *c, const br_json *root, br_err *
     if (!(c->rms_eps < 1.0f))
         return br_err_set(err, BR_EFORMAT, "config.json: rms_norm_eps must be below 1");
     return BR_OK;
+}
+
+br_status br_jamba_config_parse(br_jamba_config *c, const char *text, size_t len, br_err *err) {
+    json_t *root;
+    memset(c, 0, sizeof *c);
+    br_status st = j_parse(&root, text, len, false, err);
+    if (st) {
+        br_err_prefix(err, "config.json");
+        return st;
+    }
+    st = config_read(c, root, err);
+    json_decref(root);
+    return st;
 }
 
 bool br_jamba_is_attn(const br_jamba_config *c, uint32_t i) {
@@ -482,41 +541,43 @@ static br_status checkpoint_open(checkpoint *ck, char **paths, size_t n, br_err 
 }
 
 /* A shard name from an index must be a plain file in the model directory. */
-static bool plain_file_name(const br_json *v) {
-    if (!v || v->type != BR_JSON_STRING || v->v.str.len == 0 || strlen(v->v.str.ptr) != v->v.str.len) return false;
-    return !strchr(v->v.str.ptr, '/') && strcmp(v->v.str.ptr, ".") && strcmp(v->v.str.ptr, "..");
+static bool plain_file_name(const json_t *v) {
+    if (!json_is_string(v) || json_string_length(v) == 0) return false;
+    const char *s = json_string_value(v);
+    return !strchr(s, '/') && strcmp(s, ".") && strcmp(s, "..");
 }
 
 static int cmp_cstr(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
 
 /* Loads the shards an index names and checks that the index and the shards agree. */
 static br_status open_indexed(checkpoint *ck, const char *dir, const char *index_path, br_err *err) {
-    br_json_doc doc;
-    br_status st = parse_json_file(index_path, &doc, err);
+    json_t *doc;
+    br_status st = parse_json_file(index_path, &doc, true, err);
     if (st) return st;
     const char *iname = base_name(index_path);
-    const br_json *wm = br_json_get(&doc.root, "weight_map");
+    const json_t *wm = json_object_get(doc, "weight_map");
     char **paths = NULL;
     size_t n = 0;
-    if (!wm || wm->type != BR_JSON_OBJECT) {
+    const char *key;
+    json_t *v;
+    if (!json_is_object(wm)) {
         st = br_err_set(err, BR_EFORMAT, "%s has no weight_map object", iname);
         goto done;
     }
-    if (!(paths = calloc(wm->v.obj.n ? wm->v.obj.n : 1, sizeof *paths))) {
+    if (!(paths = calloc(json_object_size(wm) ? json_object_size(wm) : 1, sizeof *paths))) {
         st = br_err_set(err, BR_ENOMEM, "out of memory");
         goto done;
     }
     /* the distinct shard names, sorted, so shards open in their numbered order */
-    for (size_t i = 0; i < wm->v.obj.n; i++) {
-        const br_json *v = &wm->v.obj.members[i].value;
+    json_object_foreach((json_t *)wm, key, v) {
         if (!plain_file_name(v)) {
             st = br_err_set(err, BR_EFORMAT, "%s: weight_map entry for %s is not a file name in the model directory",
-                            iname, wm->v.obj.members[i].key);
+                            iname, key);
             goto done;
         }
         bool seen = false;
-        for (size_t j = 0; j < n && !seen; j++) seen = !strcmp(paths[j], v->v.str.ptr);
-        if (!seen && !(paths[n++] = strdup(v->v.str.ptr))) {
+        for (size_t j = 0; j < n && !seen; j++) seen = !strcmp(paths[j], json_string_value(v));
+        if (!seen && !(paths[n++] = strdup(json_string_value(v)))) {
             st = br_err_set(err, BR_ENOMEM, "out of memory");
             goto done;
         }
@@ -539,17 +600,16 @@ static br_status open_indexed(checkpoint *ck, const char *dir, const char *index
     n = 0; /* consumed */
     if (st) goto done;
     /* "used" marks the tensors the map lists, until the plan takes the flag over */
-    for (size_t i = 0; i < wm->v.obj.n; i++) {
-        const br_json_member *m = &wm->v.obj.members[i];
-        entry *e = find_entry(ck, m->key);
+    json_object_foreach((json_t *)wm, key, v) {
+        entry *e = find_entry(ck, key);
         if (!e) {
-            st = br_err_set(err, BR_EFORMAT, "%s lists tensor %s in %s, which does not hold it", iname, m->key,
-                            m->value.v.str.ptr);
+            st = br_err_set(err, BR_EFORMAT, "%s lists tensor %s in %s, which does not hold it", iname, key,
+                            json_string_value(v));
             goto done;
         }
-        if (strcmp(base_name(ck->files[e->file].path), m->value.v.str.ptr)) {
-            st = br_err_set(err, BR_EFORMAT, "%s lists tensor %s in %s, but it is in %s", iname, m->key,
-                            m->value.v.str.ptr, base_name(ck->files[e->file].path));
+        if (strcmp(base_name(ck->files[e->file].path), json_string_value(v))) {
+            st = br_err_set(err, BR_EFORMAT, "%s lists tensor %s in %s, but it is in %s", iname, key,
+                            json_string_value(v), base_name(ck->files[e->file].path));
             goto done;
         }
         e->used = true;
@@ -563,7 +623,7 @@ static br_status open_indexed(checkpoint *ck, const char *dir, const char *index
 done:
     for (size_t i = 0; i < n; i++) free(paths[i]);
     free(paths);
-    br_json_free(&doc);
+    json_decref(doc);
     return st;
 }
 
@@ -1038,7 +1098,7 @@ br_status br_convert_hf(const br_convert_params *p, br_convert_stats *stats, br_
     if (!S_ISDIR(sb.st_mode)) return br_err_set(err, BR_EINVAL, "%s is not a directory", p->hf_dir);
 
     char *cfg_path = path_join(p->hf_dir, "config.json"), *name = NULL, *tmp = NULL;
-    br_json_doc cfg_doc = {0};
+    json_t *cfg_doc = NULL;
     br_jamba_config cfg;
     checkpoint ck = {0};
     plan pl = {0};
@@ -1048,8 +1108,8 @@ br_status br_convert_hf(const br_convert_params *p, br_convert_stats *stats, br_
         st = br_err_set(err, BR_EIO, "%s has no config.json (is it a Hugging Face model directory?)", p->hf_dir);
         goto done;
     }
-    if ((st = parse_json_file(cfg_path, &cfg_doc, err))) goto done;
-    if ((st = br_jamba_config_read(&cfg, &cfg_doc.root, err))) goto done;
+    if ((st = parse_json_file(cfg_path, &cfg_doc, false, err))) goto done;
+    if ((st = config_read(&cfg, cfg_doc, err))) goto done;
     if ((st = checkpoint_find(&ck, p->hf_dir, err))) goto done;
     pl.ck = &ck;
     pl.c = &cfg;
@@ -1076,7 +1136,7 @@ br_status br_convert_hf(const br_convert_params *p, br_convert_stats *stats, br_
 done:
     plan_free(&pl);
     checkpoint_free(&ck);
-    br_json_free(&cfg_doc);
+    json_decref(cfg_doc);
     free(cfg_path);
     free(name);
     free(tmp);

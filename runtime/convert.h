@@ -9,7 +9,6 @@
 
 #include "br_err.h"
 #include "gguf.h"
-#include "json.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -23,7 +22,7 @@ extern "C" {
 #define BR_ST_MAX_DIMS 8
 
 typedef struct br_st_tensor {
-    const char *name;      /* NUL-terminated, owned by the file's JSON document */
+    const char *name;      /* NUL-terminated, owned by the file's parsed header */
     br_dtype type;         /* BR_DT_F32, BR_DT_F16 or BR_DT_BF16 */
     uint32_t n_dims;
     uint64_t shape[BR_ST_MAX_DIMS]; /* as PyTorch lists it: shape[0] is the slowest-varying */
@@ -37,7 +36,7 @@ typedef struct br_st_file {
     const uint8_t *base;
     size_t size;
     bool mapped;           /* base is br_st_open's mapping (else the caller's buffer) */
-    br_json_doc header;
+    void *header;          /* the parsed JSON header (jansson's json_t, kept out of this header) */
     br_st_tensor *tensors; /* in header order */
     size_t n_tensors;
 } br_st_file;
@@ -62,11 +61,11 @@ typedef struct br_jamba_config {
     bool tied;
 } br_jamba_config;
 
-/* Reads a JambaConfig from parsed config.json. Keys JambaConfig gives defaults take them when absent;
+/* Reads a JambaConfig from config.json's text (len bytes). Keys JambaConfig gives defaults take them when absent;
  * the model's dimensions must be present. Architectures other than JambaForCausalLM and options
  * the runtime does not implement (projection biases, no conv bias, activations other than SiLU)
  * are BR_EUNSUPPORTED with a message naming them. */
-br_status br_jamba_config_read(br_jamba_config *c, const br_json *root, br_err *err);
+br_status br_jamba_config_parse(br_jamba_config *c, const char *text, size_t len, br_err *err);
 bool br_jamba_is_attn(const br_jamba_config *c, uint32_t layer);
 bool br_jamba_is_moe(const br_jamba_config *c, uint32_t layer);
 

@@ -1,4 +1,4 @@
-# Tests of `braid convert` (HF Jamba checkpoints to GGUF, and the JSON parser under it) and of the
+# Tests of `braid convert` (HF Jamba checkpoints to GGUF, and its readers of config.json and safetensors headers) and of the
 # perplexity arithmetic. The converter test uses the tokenizer fixture when it exists.
 if(NOT TARGET PkgConfig::CMOCKA)
   pkg_check_modules(CMOCKA REQUIRED IMPORTED_TARGET cmocka)

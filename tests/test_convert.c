@@ -18,7 +18,6 @@
 #include "br_tok.h"
 #include "convert.h"
 #include "gguf.h"
-#include "json.h"
 #include "model.h"
 #include "state.h"
 
@@ -724,7 +723,7 @@ static void error_truncated(void **s) {
     f = fopen(st, "wb");
     fwrite(b, 1, n, f);
     fclose(f);
-    expect_error(dir, "model.safetensors: header: JSON", "byte 12");
+    expect_error(dir, "model.safetensors: header: invalid JSON", "column 13"); /* the second comma, 1-based */
     free(b);
     hf_free(&m);
 }
@@ -817,146 +816,135 @@ static void error_index_problems(void **s) {
     hf_free(&m);
 }
 
-/* --- JSON ---------------------------------------------------------------------------------- */
+/* --- JSON (jansson, through the converter's readers) -------------------------------------------- */
 
-static br_status parse(br_json_doc *d, const char *s, br_err *err) {
+static br_status cfg_parse(br_jamba_config *c, const char *text, br_err *err) {
     memset(err, 0, sizeof *err);
-    return br_json_parse(d, s, strlen(s), NULL, err);
+    return br_jamba_config_parse(c, text, strlen(text), err);
 }
 
-static void json_values_and_escapes(void **s) {
-    (void)s;
-    br_json_doc d;
-    br_err err;
-    const char *text = "{\"a\": [1, -2, 3.5, 1e3, -0, 9007199254740993, -9223372036854775808, 18446744073709551616],"
-                       " \"s\": \"q\\\"b\\\\s\\/n\\nt\\tu\\u00e9\\ud83d\\ude00z\\u0000end\","
-                       " \"t\": true, \"f\": false, \"n\": null, \"o\": {}, \"e\": [], \"dup\": 1, \"dup\": 2}";
-    if (parse(&d, text, &err)) fail_msg("%s", err.msg);
-    const br_json *a = br_json_get(&d.root, "a");
-    assert_non_null(a);
-    assert_int_equal(a->type, BR_JSON_ARRAY);
-    assert_int_equal(a->v.arr.n, 8);
-    int64_t i;
-    uint64_t u;
-    double x;
-    assert_true(br_json_as_int(&a->v.arr.items[0], &i) && i == 1);
-    assert_true(br_json_as_int(&a->v.arr.items[1], &i) && i == -2);
-    assert_false(br_json_as_u64(&a->v.arr.items[1], &u));
-    assert_false(br_json_as_int(&a->v.arr.items[2], &i));
-    assert_true(br_json_as_num(&a->v.arr.items[2], &x) && x == 3.5);
-    assert_false(br_json_as_int(&a->v.arr.items[3], &i)); /* written with an exponent */
-    assert_true(br_json_as_num(&a->v.arr.items[3], &x) && x == 1000);
-    assert_true(br_json_as_int(&a->v.arr.items[4], &i) && i == 0);
-    assert_true(br_json_as_u64(&a->v.arr.items[5], &u) && u == 9007199254740993ull); /* exact past 2^53 */
-    assert_true(br_json_as_int(&a->v.arr.items[6], &i) && i == INT64_MIN);
-    assert_false(br_json_as_int(&a->v.arr.items[7], &i)); /* past int64: a double only */
-    assert_true(br_json_as_num(&a->v.arr.items[7], &x) && x == 18446744073709551616.0);
-    const br_json *str = br_json_get(&d.root, "s");
-    static const char want[] = "q\"b\\s/n\nt\tu\xc3\xa9\xf0\x9f\x98\x80z\0end";
-    assert_int_equal(str->v.str.len, sizeof want - 1);
-    assert_memory_equal(str->v.str.ptr, want, sizeof want - 1);
-    bool b;
-    assert_true(br_json_as_bool(br_json_get(&d.root, "t"), &b) && b);
-    assert_true(br_json_as_bool(br_json_get(&d.root, "f"), &b) && !b);
-    assert_int_equal(br_json_get(&d.root, "n")->type, BR_JSON_NULL);
-    assert_int_equal(br_json_get(&d.root, "o")->v.obj.n, 0);
-    assert_int_equal(br_json_get(&d.root, "e")->v.arr.n, 0);
-    assert_true(br_json_as_int(br_json_get(&d.root, "dup"), &i) && i == 2); /* the last one wins */
-    assert_null(br_json_get(&d.root, "missing"));
-    assert_null(br_json_get(a, "a")); /* not an object */
-    br_json_free(&d);
-
-    /* scalars at the top, surrounding white space */
-    if (parse(&d, " \r\n\t\"x\" \n", &err)) fail_msg("%s", err.msg);
-    assert_true(br_json_is_str(&d.root, "x"));
-    br_json_free(&d);
+/* A minimal JambaConfig, with one key's text replaced: "%s" stands for hidden_size's value. */
+static const char *small_cfg(char *buf, size_t cap, const char *hidden) {
+    snprintf(buf, cap,
+             "{\"architectures\": [\"JambaForCausalLM\"], \"vocab_size\": 32, \"hidden_size\": %s,"
+             " \"intermediate_size\": 16, \"num_hidden_layers\": 2, \"num_attention_heads\": 2,"
+             " \"attn_layer_period\": 2, \"attn_layer_offset\": 1, \"expert_layer_period\": 2,"
+             " \"expert_layer_offset\": 1, \"num_experts\": 1, \"num_experts_per_tok\": 1}", hidden);
+    return buf;
 }
 
-static void json_nesting_limit(void **s) {
+static void json_config_values(void **s) {
     (void)s;
-    char buf[4096];
-    br_json_doc d;
+    br_jamba_config c;
     br_err err;
-    for (int depth = 1; depth <= 70; depth++) {
-        /* objects and arrays alternating, {"k":[{"k":[ ... 1 ... ]}]} */
-        size_t n = 0;
-        for (int i = 0; i < depth; i++) n += (size_t)sprintf(buf + n, "%s", i % 2 ? "[" : "{\"k\":");
-        buf[n++] = '1';
-        for (int i = depth; i-- > 0;) buf[n++] = i % 2 ? ']' : '}';
-        br_status st = br_json_parse(&d, buf, n, NULL, &err);
-        if (depth <= 64) {
-            if (st) fail_msg("depth %d: %s", depth, err.msg);
-            br_json_free(&d);
-        } else {
-            assert_int_equal(st, BR_EFORMAT);
-            assert_non_null(strstr(err.msg, "too deep"));
-        }
+    char buf[1024];
+    if (cfg_parse(&c, small_cfg(buf, sizeof buf, "8"), &err)) fail_msg("%s", err.msg);
+    assert_int_equal(c.n_embd, 8);
+    assert_int_equal(c.dt_rank, 1); /* "auto" when absent: ceil(8 / 16) */
+    /* a whole number is written without fraction or exponent, as Python's json reads an int */
+    assert_int_equal(cfg_parse(&c, small_cfg(buf, sizeof buf, "8.0"), &err), BR_EFORMAT);
+    assert_non_null(strstr(err.msg, "hidden_size is a number, not a whole number"));
+    assert_int_equal(cfg_parse(&c, small_cfg(buf, sizeof buf, "8e0"), &err), BR_EFORMAT);
+    assert_int_equal(cfg_parse(&c, small_cfg(buf, sizeof buf, "\"8\""), &err), BR_EFORMAT);
+    assert_non_null(strstr(err.msg, "hidden_size is a string"));
+    assert_int_equal(cfg_parse(&c, small_cfg(buf, sizeof buf, "-0"), &err), BR_EFORMAT); /* 0 is out of range */
+    assert_non_null(strstr(err.msg, "out of range"));
+    /* past 64 bits: refused by the parser rather than rounded */
+    assert_int_equal(cfg_parse(&c, small_cfg(buf, sizeof buf, "18446744073709551616"), &err), BR_EFORMAT);
+    assert_non_null(strstr(err.msg, "config.json: invalid JSON"));
+    /* escapes decode before the comparison: \u0046 is F */
+    const char *esc = "{\"architectures\": [\"Jamba\\u0046orCausalLM\"], \"vocab_size\": 32, \"hidden_size\": 8,"
+                      " \"intermediate_size\": 16, \"num_hidden_layers\": 2, \"num_attention_heads\": 2,"
+                      " \"attn_layer_period\": 2, \"attn_layer_offset\": 1, \"expert_layer_period\": 2,"
+                      " \"expert_layer_offset\": 1, \"num_experts\": 1, \"num_experts_per_tok\": 1}";
+    if (cfg_parse(&c, esc, &err)) fail_msg("%s", err.msg);
+    /* a repeated key: the last one counts, as Python's json.load (which wrote the file) reads it */
+    char dup[1200];
+    snprintf(dup, sizeof dup, "%.*s, \"hidden_size\": 12}", (int)strlen(small_cfg(buf, sizeof buf, "8")) - 1, buf);
+    if (cfg_parse(&c, dup, &err)) fail_msg("%s", err.msg);
+    assert_int_equal(c.n_embd, 12);
+    /* a NUL inside a string is refused, not cut short */
+    assert_int_equal(cfg_parse(&c, "{\"architectures\": [\"JambaForCausalLM\\u0000x\"]}", &err), BR_EFORMAT);
+    assert_int_equal(cfg_parse(&c, "[1, 2]", &err), BR_EFORMAT);
+    assert_non_null(strstr(err.msg, "not a JSON object"));
+}
+
+static void json_config_garbage(void **s) {
+    (void)s;
+    static const char *bad[] = {
+        "", "   ", "{", "[1, 2", "[1 2]", "{\"a\" 1}", "{\"a\": 1,}", "[1,]", "{a: 1}", "01", "1.", "1e", "-", "+1",
+        "tru", "nul", "\"abc", "\"a\\qb\"", "\"\\u12g4\"", "\"\\u12\"", "\"\\ud800\"", "\"\\ud800\\u0041\"",
+        "\"\\udc00\"", "\"a\tb\"", "\"\xff\"", "\"\xc0\xaf\"", "\"\xed\xa0\x80\"", "{} {}", "[1] x", "1e999", "NaN",
+    };
+    br_jamba_config c;
+    br_err err;
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        if (cfg_parse(&c, bad[i], &err) == BR_OK) fail_msg("'%s' parsed", bad[i]);
+        if (!strstr(err.msg, "config.json: invalid JSON") || !strstr(err.msg, "line"))
+            fail_msg("'%s': '%s' names neither the file nor the place", bad[i], err.msg);
     }
-    /* a deep attack, far past any stack the limit protects */
+    /* the place of the offending character */
+    assert_int_equal(cfg_parse(&c, "{\n  \"a\": 1,\n  \"b\": ?\n}", &err), BR_EFORMAT);
+    assert_non_null(strstr(err.msg, "line 3"));
+    /* text with a NUL after the value is not cut short */
+    assert_int_equal(br_jamba_config_parse(&c, "{}\0", 3, &err), BR_EFORMAT);
+    /* nesting far past any stack: refused (jansson caps depth at 2048), no crash */
     size_t n = 200000;
-    char *deep = malloc(n);
+    char *deep = malloc(n + 1);
     memset(deep, '[', n);
-    assert_int_equal(br_json_parse(&d, deep, n, NULL, &err), BR_EFORMAT);
-    assert_non_null(strstr(err.msg, "too deep"));
-    br_json_limits lim = {.max_depth = 3, .max_size = 100};
-    assert_int_equal(br_json_parse(&d, "[[[1]]]", 7, &lim, &err), BR_OK);
-    br_json_free(&d);
-    assert_int_equal(br_json_parse(&d, "[[[[1]]]]", 9, &lim, &err), BR_EFORMAT);
-    assert_int_equal(br_json_parse(&d, deep, 101, &lim, &err), BR_EFORMAT);
-    assert_non_null(strstr(err.msg, "limit"));
+    deep[n] = 0;
+    assert_int_equal(cfg_parse(&c, deep, &err), BR_EFORMAT);
     free(deep);
 }
 
-static void json_garbage(void **s) {
+/* A safetensors file in memory: the header text, then nbytes of data. */
+static uint8_t *st_bytes(const char *hdr, size_t nbytes, size_t *size) {
+    size_t hl = strlen(hdr);
+    *size = 8 + hl + nbytes;
+    uint8_t *b = calloc(1, *size);
+    for (int i = 0; i < 8; i++) b[i] = (uint8_t)((uint64_t)hl >> (8 * i));
+    memcpy(b + 8, hdr, hl);
+    return b;
+}
+
+static void json_safetensors_header(void **s) {
     (void)s;
-    static const struct { const char *text, *msg; } bad[] = {
-        {"", "end of input"},
-        {"   ", "end of input"},
-        {"{", "end of input"},
-        {"[1, 2", "end of input"},
-        {"[1 2]", "expected ',' or ']'"},
-        {"{\"a\" 1}", "expected ':'"},
-        {"{\"a\": 1,}", "expected a string key"},
-        {"[1,]", "expected a value"},
-        {"{a: 1}", "expected a string key"},
-        {"01", "leading zero"},
-        {"1.", "digit after '.'"},
-        {"1e", "exponent"},
-        {"-", "invalid number"},
-        {"+1", "unexpected character"},
-        {"tru", "true, false or null"},
-        {"nul", "true, false or null"},
-        {"\"abc", "unterminated string"},
-        {"\"a\\qb\"", "invalid escape"},
-        {"\"\\u12g4\"", "4 hex digits"},
-        {"\"\\u12\"", "4 hex digits"},
-        {"\"\\ud800\"", "high surrogate"},
-        {"\"\\ud800\\u0041\"", "high surrogate"},
-        {"\"\\udc00\"", "low surrogate"},
-        {"\"a\tb\"", "control character"},
-        {"\"\xff\"", "invalid UTF-8"},
-        {"\"\xc0\xaf\"", "invalid UTF-8"},
-        {"\"\xed\xa0\x80\"", "invalid UTF-8"},
-        {"{} {}", "after the JSON value"},
-        {"[1] x", "after the JSON value"},
-        {"1e999", "out of range"},
-        {"NaN", "unexpected character"},
+    br_st_file f;
+    br_err err = {0};
+    size_t size;
+    /* tensors in the header's order, whatever the names sort to */
+    uint8_t *b = st_bytes("{\"z\": {\"dtype\": \"F32\", \"shape\": [2], \"data_offsets\": [0, 8]},"
+                          " \"__metadata__\": {\"format\": \"pt\"},"
+                          " \"a\": {\"dtype\": \"BF16\", \"shape\": [2, 2], \"data_offsets\": [8, 16]}}", 16, &size);
+    if (br_st_parse_mem(&f, "m.safetensors", b, size, &err)) fail_msg("%s", err.msg);
+    assert_int_equal(f.n_tensors, 2);
+    assert_string_equal(f.tensors[0].name, "z");
+    assert_string_equal(f.tensors[1].name, "a");
+    assert_int_equal(f.tensors[1].shape[1], 2);
+    br_st_free(&f);
+    free(b);
+    static const struct { const char *hdr, *msg; } bad[] = {
+        /* a tensor named twice is ambiguous: refused */
+        {"{\"a\": {\"dtype\": \"F32\", \"shape\": [1], \"data_offsets\": [0, 4]},"
+         " \"a\": {\"dtype\": \"F32\", \"shape\": [1], \"data_offsets\": [4, 8]}}", "duplicate"},
+        {"{\"a\\u0000b\": {\"dtype\": \"F32\", \"shape\": [1], \"data_offsets\": [0, 4]}}", "invalid JSON"},
+        {"{\"a\": {\"dtype\": \"F32\", \"shape\": [1.0], \"data_offsets\": [0, 4]}}", "shape[0] is not a whole number"},
+        {"{\"a\": {\"dtype\": \"F32\", \"shape\": [-1], \"data_offsets\": [0, 4]}}", "shape[0] is not a whole number"},
+        /* exact past 2^53: the message shows the number as written */
+        {"{\"a\": {\"dtype\": \"F32\", \"shape\": [1], \"data_offsets\": [0, 9007199254740993]}}", "9007199254740993"},
+        {"{\"a\": {\"dtype\": \"F32\", \"shape\": [1], \"data_offsets\": [0, 99999999999999999999]}}", "invalid JSON"},
+        {"{\"a\": {\"dtype\": \"I8\", \"shape\": [1], \"data_offsets\": [0, 1]}}", "only F32, F16 and BF16"},
+        {"{\"a\": [1]}", "not an object"},
+        {"{\"__metadata__\": 3}", "__metadata__ is not an object"},
+        {"[]", "header is a JSON array"},
+        {"{\"a\": \"\xff\"}", "invalid JSON"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
-        br_json_doc d;
-        br_err err;
-        br_status st = parse(&d, bad[i].text, &err);
-        if (st == BR_OK) fail_msg("'%s' parsed", bad[i].text);
-        if (!strstr(err.msg, bad[i].msg)) fail_msg("'%s': '%s' does not say '%s'", bad[i].text, err.msg, bad[i].msg);
-        assert_null(d.arena);
+        b = st_bytes(bad[i].hdr, 8, &size);
+        if (br_st_parse_mem(&f, "m.safetensors", b, size, &err) == BR_OK) fail_msg("header %zu parsed", i);
+        if (!strstr(err.msg, bad[i].msg)) fail_msg("header %zu: '%s' does not say '%s'", i, err.msg, bad[i].msg);
+        free(b);
     }
-    /* positions: line and column of the offending character */
-    br_json_doc d;
-    br_err err;
-    assert_int_equal(parse(&d, "{\n  \"a\": 1,\n  \"b\": ?\n}", &err), BR_EFORMAT);
-    assert_non_null(strstr(err.msg, "line 3, column 8 (byte 19)"));
-    /* text with a NUL in it is not cut short */
-    assert_int_equal(br_json_parse(&d, "[1]\0", 4, NULL, &err), BR_EFORMAT);
 }
 
 /* --- setup -------------------------------------------------------------------------------- */
@@ -975,9 +963,9 @@ int main(int argc, char **argv) {
     if (argc > 1 && stat(argv[1], &sb) == 0) g_tok_model = argv[1];
     else fprintf(stderr, "test_convert: no tokenizer fixture; converting without a vocabulary\n");
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(json_values_and_escapes),
-        cmocka_unit_test(json_nesting_limit),
-        cmocka_unit_test(json_garbage),
+        cmocka_unit_test(json_config_values),
+        cmocka_unit_test(json_config_garbage),
+        cmocka_unit_test(json_safetensors_header),
         cmocka_unit_test(f32_to_f32_every_layer_kind),
         cmocka_unit_test(f32_to_default_f16),
         cmocka_unit_test(f32_to_bf16),

@@ -1,5 +1,6 @@
 /* `braid convert`: a Hugging Face Jamba checkpoint directory to one GGUF file with its tokenizer.
  * The work is runtime/convert.c's; this file adds the tokenizer, the options and the reporting. */
+#include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,7 +11,6 @@
 #include "br_tok.h"
 #include "cli.h"
 #include "convert.h"
-#include "json.h"
 
 static const cli_use uses[] = {
     {CLI_WTYPE, "F16", "element type of the weight matrices: F32, F16 or BF16; norms, biases, the conv kernel, A and the MoE router are always F32"},
@@ -37,20 +37,20 @@ static br_status add_chat_template(br_gguf_writer *w, const char *dir, br_err *e
     char *text = cli_read_file(path, &len);
     free(path);
     if (!text) return BR_OK;
-    br_json_doc doc;
-    br_status st = br_json_parse(&doc, text, len, NULL, err);
+    json_error_t je;
+    json_t *doc = json_loadb(text, len, 0, &je);
     free(text);
-    if (st) {
-        br_err_prefix(err, "tokenizer_config.json");
-        return st;
-    }
-    const br_json *t = br_json_get(&doc.root, "chat_template");
-    if (t && (t->type != BR_JSON_STRING || strlen(t->v.str.ptr) != t->v.str.len))
+    if (!doc)
+        return br_err_set(err, BR_EFORMAT, "tokenizer_config.json: invalid JSON: %s at line %d, column %d", je.text,
+                          je.line, je.column);
+    br_status st = BR_OK;
+    const json_t *t = json_object_get(doc, "chat_template");
+    if (t && !json_is_string(t))
         st = br_err_set(err, BR_EUNSUPPORTED, "tokenizer_config.json: chat_template wants one template string, found %s",
-                        br_json_type_name(t->type));
+                        json_is_array(t) ? "array" : json_is_object(t) ? "object" : json_is_null(t) ? "null" : "a scalar");
     else if (t)
-        br_gguf_w_str(w, "tokenizer.chat_template", t->v.str.ptr);
-    br_json_free(&doc);
+        br_gguf_w_str(w, "tokenizer.chat_template", json_string_value(t)); /* jansson refuses NUL inside strings */
+    json_decref(doc);
     return st;
 }
 

@@ -4,17 +4,14 @@
 #include <stdint.h>
 
 #include "convert.h"
-#include "json.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     br_err err = {0};
     if (size && data[0] == '{') {
-        br_json_doc doc;
-        if (br_json_parse(&doc, (const char *)data, size, NULL, &err)) return 0;
         br_jamba_config c;
-        if (!br_jamba_config_read(&c, &doc.root, &err)) {
+        if (!br_jamba_config_parse(&c, (const char *)data, size, &err)) {
             uint32_t n_attn = 0, n_moe = 0;
             for (uint32_t l = 0; l < c.n_layer; l++) {
                 n_attn += br_jamba_is_attn(&c, l);
@@ -23,7 +20,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
             (void)n_attn;
             (void)n_moe;
         }
-        br_json_free(&doc);
         return 0;
     }
     br_st_file f;
