@@ -370,7 +370,6 @@ br_summ_params br_summ_default_params(void) {
     p.n_parallel = 4;
     p.max_summary = 256;
     p.sampling = br_sampler_default_params();
-    p.eos = -1;
     return p;
 }
 
@@ -387,7 +386,13 @@ typedef struct run {
 
 static void report(run *r, br_summ_phase phase) {
     r->prog.phase = phase;
-    r->prog.bytes = br_doc_bytes(r->rd.doc);
+    /* Bytes read run ahead of tokens evaluated by up to a chunk: the bytes already encoded, shared out
+     * between the tokens evaluated and those still waiting, say how far the evaluation has come. */
+    const br_doc *d = r->rd.doc;
+    uint64_t encoded = br_doc_bytes(d) - (uint64_t)d->n_text - (uint64_t)d->n_carry;
+    uint64_t waiting = br_doc_ready(d), done = r->prog.doc_tokens;
+    r->prog.bytes = phase == BR_SUMM_READING && done + waiting ? (uint64_t)((double)encoded * done / (done + waiting))
+                                                               : br_doc_bytes(d);
     r->prog.mem = br_ctx_mem(r->ctx);
     if (r->prog.mem.kv > r->res->kv_peak) r->res->kv_peak = r->prog.mem.kv;
     if (r->cb->progress) r->cb->progress(r->cb->user, &r->prog);
@@ -406,7 +411,45 @@ static int32_t pick(run *r, br_sampler *smp, float *logits) {
     if (nv > 0)
         for (int v = nv; v < r->n_vocab; v++) logits[v] = -INFINITY;
     int32_t t = br_sampler_sample(smp, logits);
-    return t == r->p->eos ? -1 : t;
+    for (int i = 0; i < r->p->n_stop; i++)
+        if (t == r->p->stop[i]) return -1;
+    return t;
+}
+
+/* Text not yet handed out because it may be the beginning of the stop text. */
+typedef struct held {
+    char *s;
+    size_t n, cap;
+} held;
+
+/* Hands text to cb->text, except the stop text and what follows it (then *stop), and except a tail
+ * that may still become the stop text. */
+static br_status put_text(run *r, held *h, const char *txt, size_t len, bool *stop, br_err *err) {
+    const char *stx = r->p->stop_text;
+    if (!stx || !*stx) return r->cb->text ? r->cb->text(r->cb->user, txt, len, err) : BR_OK;
+    if (h->n + len > h->cap) {
+        size_t cap = (h->n + len) * 2;
+        char *ns = realloc(h->s, cap);
+        if (!ns) return br_err_set(err, BR_ENOMEM, "out of memory");
+        h->s = ns;
+        h->cap = cap;
+    }
+    memcpy(h->s + h->n, txt, len);
+    h->n += len;
+    size_t k = strlen(stx), out = h->n;
+    char *hit = memmem(h->s, h->n, stx, k);
+    if (hit) {
+        out = (size_t)(hit - h->s);
+        *stop = true;
+    } else {
+        /* keep the longest tail that is a beginning of the stop text */
+        for (size_t t = k - 1 < h->n ? k - 1 : h->n; t > 0; t--)
+            if (!memcmp(h->s + h->n - t, stx, t)) { out = h->n - t; break; }
+    }
+    br_status st = out && r->cb->text ? r->cb->text(r->cb->user, h->s, out, err) : BR_OK;
+    memmove(h->s, h->s + out, h->n - out);
+    h->n = *stop ? 0 : h->n - out;
+    return st;
 }
 
 /* Writes one summary from s, whose last logits are in logits: streamed through cb->text. */
@@ -415,6 +458,7 @@ static br_status write_summary(run *r, br_seq *s, float *logits, int seed_offset
     sp.seed += (uint64_t)seed_offset;
     br_sampler *smp = NULL;
     br_detok *dt = NULL;
+    held hold = {0};
     br_status st = br_sampler_init(&smp, sp, r->n_vocab, err);
     if (!st) st = br_detok_init(&dt, r->tok, err);
     const int32_t *hist = br_seq_tokens(s);
@@ -430,8 +474,10 @@ static br_status write_summary(run *r, br_seq *s, float *logits, int seed_offset
         const char *txt;
         size_t len;
         st = br_detok_push(dt, t, &txt, &len, err);
-        if (!st && len && r->cb->text) st = r->cb->text(r->cb->user, txt, len, err);
+        bool stop = false;
+        if (!st && len) st = put_text(r, &hold, txt, len, &stop, err);
         r->res->summary_tokens = ++r->prog.summary_tokens;
+        if (stop) break;
         if (!st && i + 1 < r->p->max_summary) {
             if (br_seq_n_past(s) >= br_seq_get_params(s).n_ctx) break; /* the context is full: the summary ends */
             st = eval(r, s, &t, 1, logits, err);
@@ -442,8 +488,12 @@ static br_status write_summary(run *r, br_seq *s, float *logits, int seed_offset
         size_t len;
         br_status fs = br_detok_flush(dt, &txt, &len, err);
         if (!st) st = fs;
-        if (!st && len && r->cb->text) st = r->cb->text(r->cb->user, txt, len, err);
+        bool stop = false;
+        if (!st && len) st = put_text(r, &hold, txt, len, &stop, err);
+        /* what was held back as a possible start of the stop text was not one */
+        if (!st && !stop && hold.n && r->cb->text) st = r->cb->text(r->cb->user, hold.s, hold.n, err);
     }
+    free(hold.s);
     br_detok_free(dt);
     br_sampler_free(smp);
     return st;

@@ -72,7 +72,9 @@ typedef struct br_summ_params {
     /* Between section summaries when they are joined into the next level's document. */
     const int32_t *sep;
     int n_sep;
-    int32_t eos;            /* ends a summary; -1: none */
+    const int32_t *stop;    /* tokens that end a summary (EOS, a template's end of turn) */
+    int n_stop;
+    const char *stop_text;  /* text that ends a summary where the template has no such token, or NULL */
     int n_sample_vocab;     /* ids >= this (padding rows) are never sampled; 0: all */
 } br_summ_params;
 
@@ -82,7 +84,7 @@ typedef enum { BR_SUMM_READING, BR_SUMM_SECTIONS, BR_SUMM_WRITING, BR_SUMM_DONE 
 
 typedef struct br_summ_progress {
     br_summ_phase phase;
-    uint64_t bytes;         /* of the document read */
+    uint64_t bytes;         /* of the document evaluated (while reading, an estimate: bytes run ahead) */
     uint64_t size;          /* the document's size when known (a regular file), else 0 */
     uint64_t doc_tokens;    /* document tokens evaluated (tree: read) */
     uint64_t prompt_tokens; /* every token evaluated so far, prompts and summaries included */

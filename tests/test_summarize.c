@@ -276,7 +276,10 @@ static void prompt_ids(env *e, br_summ_params *p, int32_t **head, int32_t **tail
     p->n_head = (int)nh;
     p->tail = *tail;
     p->n_tail = (int)nt;
-    p->eos = br_tok_eos(e->tok);
+    static int32_t eos;
+    eos = br_tok_eos(e->tok);
+    p->stop = &eos;
+    p->n_stop = 1;
 }
 
 static void window_wider_than_document_changes_nothing(void **st) {

@@ -31,6 +31,7 @@ static const command commands[] = {
     {"serve", cmd_serve, "serve the model over HTTP with OpenAI's API (streaming, batched slots, prompt cache)"},
     {"batched-bench", cmd_batched_bench, "decode several sequences at once; time rollback and forks"},
     {"perplexity", cmd_perplexity, "measure a model's perplexity on a text file"},
+    {"summarize", cmd_summarize, "summarize a document of any length, read as a stream (memory stays flat)"},
     {"bench", cmd_bench, "measure prefill and decode tokens/s (llama-bench's table; --roofline)"},
     {"quantize", cmd_quantize, "write a model with its matrices quantized (Q8_0, Q4_K_M, ...)"},
 };

@@ -267,6 +267,18 @@ static const cli_opt opts[CLI_N_OPTS] = {
     [CLI_HIDE_THINKING] = {{"--hide-thinking"}, CLI_FLAG, NULL, 0, 0, NULL, NULL,
                            "do not show a reasoning model's <think> section (it is shown dimmed by default)", NULL,
                            false},
+    /* summarize (-n is llama.cpp's name for how many tokens to generate) */
+    [CLI_SUMM_MODE] = {{"--mode"}, CLI_STR, "MODE", 0, 0, NULL, "stream",
+                       "stream: one pass over the document; tree: summaries of sections, then of those", NULL, false},
+    [CLI_INSTRUCTION] = {{"--instruction"}, CLI_STR, "TEXT", 0, 0, NULL, NULL,
+                         "what to ask for, before the document and again after it (default: a short summary)",
+                         NULL, false},
+    [CLI_MAX_SUMMARY] = {{"-n", "--n-predict", "--max-summary-tokens"}, CLI_INT, "N", 1, 1 << 20,
+                         "a count from 1 to 1048576", "256", "tokens of the summary at most", NULL, false},
+    [CLI_LOSSY] = {{"--lossy"}, CLI_FLAG, NULL, 0, 0, NULL, NULL,
+                   "replace bytes that are not UTF-8 with U+FFFD instead of stopping", NULL, false},
+    [CLI_QUIET] = {{"--quiet", "-q"}, CLI_FLAG, NULL, 0, 0, NULL, NULL, "no progress or summary line on stderr",
+                   NULL, false},
 };
 
 static bool g_quiet;

@@ -54,6 +54,8 @@ typedef enum {
     CLI_ATTN_WINDOW,
     /* chat */
     CLI_CHAT_TEMPLATE, CLI_SYSTEM, CLI_SYSTEM_FILE, CLI_HIDE_THINKING,
+    /* summarize */
+    CLI_SUMM_MODE, CLI_INSTRUCTION, CLI_MAX_SUMMARY, CLI_LOSSY, CLI_QUIET,
     /* serve (llama-server's names) */
     CLI_HOST, CLI_PORT, CLI_PARALLEL, CLI_API_KEY, CLI_CACHE_RAM, CLI_TIMEOUT, CLI_QUEUE,
     CLI_N_OPTS,
@@ -119,5 +121,6 @@ int cmd_bench(int argc, char **argv);
 int cmd_batched_bench(int argc, char **argv);
 int cmd_serve(int argc, char **argv);
 int cmd_chat(int argc, char **argv);
+int cmd_summarize(int argc, char **argv);
 
 #endif

@@ -24,6 +24,7 @@
 #include "sample.h"
 #include "state.h"
 #include "template.h"
+#include "think.h"
 
 static const cli_use uses[] = {
     {CLI_MODEL, NULL, NULL},
@@ -99,9 +100,8 @@ typedef struct chat {
     char last_rollback[16];
     /* output: answers stream through emit (the terminal's queue or stdout) */
     void (*emit)(struct chat *, int kind, const char *s, size_t n);
-    bool color, hide_thinking, in_think;
-    char think_hold[16];
-    int n_hold;
+    bool color, hide_thinking, shown_think;
+    think_split think;
     atomic_int cancel;
 } chat;
 
@@ -178,58 +178,24 @@ static br_status reset_sampler(chat *c, br_err *err) { return reset_sampler_with
 
 /* --- showing an answer: <think> sections dimmed or hidden ------------------------------------------ */
 
-static void show(chat *c, const char *s, size_t n) {
-    if (!n) return;
-    if (c->in_think && c->hide_thinking) return;
-    c->emit(c, OUT_ANSWER, s, n);
-}
-
-static void think_mode(chat *c, bool on) {
-    c->in_think = on;
-    if (c->color && !c->hide_thinking) c->emit(c, OUT_ANSWER, on ? "\033[2m" : "\033[22m", on ? 4 : 5);
-    if (c->hide_thinking && on) c->emit(c, OUT_NOTE, "(thinking...)\n", 14);
-}
-
-/* Streams answer text, switching modes at <think> and </think> even when a tag arrives in pieces: the
- * bytes that could still become a tag are held back until they cannot. */
-static void show_answer(chat *c, const char *s, size_t n, bool final) {
-    char buf[512];
-    while (n || (final && c->n_hold)) {
-        size_t k = (size_t)c->n_hold, take = n < sizeof buf - k ? n : sizeof buf - k;
-        memcpy(buf, c->think_hold, k);
-        memcpy(buf + k, s, take);
-        s += take, n -= take, k += take;
-        c->n_hold = 0;
-        size_t i = 0, start = 0;
-        while (i < k) {
-            const char *tag = c->in_think ? "</think>" : "<think>";
-            size_t tl = strlen(tag);
-            if (buf[i] == '<') {
-                size_t have = k - i < tl ? k - i : tl;
-                if (!memcmp(buf + i, tag, have)) {
-                    if (have == tl) {
-                        /* the tags themselves are dimmed with the thinking, and hidden with it */
-                        show(c, buf + start, i - start);
-                        if (!c->in_think) think_mode(c, true);
-                        if (!c->hide_thinking) c->emit(c, OUT_ANSWER, tag, tl);
-                        if (tl == 8) think_mode(c, false);
-                        i += tl, start = i;
-                        continue;
-                    }
-                    if (!final) { /* maybe a tag: keep it for the next piece */
-                        show(c, buf + start, i - start);
-                        memcpy(c->think_hold, buf + i, k - i);
-                        c->n_hold = (int)(k - i);
-                        start = i = k;
-                        break;
-                    }
-                }
-            }
-            i++;
+/* think_push's receiver: switches the display mode where the thinking starts and ends. */
+static void on_think(void *user, bool think, bool tag, const char *s, size_t n) {
+    chat *c = user;
+    (void)tag;
+    if (think != c->shown_think) {
+        c->shown_think = think;
+        if (c->hide_thinking) {
+            if (think) c->emit(c, OUT_NOTE, "(thinking...)\n", 14);
+        } else if (c->color) {
+            c->emit(c, OUT_ANSWER, think ? "\033[2m" : "\033[22m", think ? 4 : 5);
         }
-        show(c, buf + start, k - start);
-        if (final && !n) c->n_hold = 0;
     }
+    if (!(think && c->hide_thinking)) c->emit(c, OUT_ANSWER, s, n);
+}
+
+static void show_answer(chat *c, const char *s, size_t n, bool final) {
+    think_push(&c->think, s, n, final, on_think, c);
+    if (final && c->shown_think) on_think(c, false, false, "", 0);
 }
 
 /* --- the model side (runs on the worker thread on a terminal) ------------------------------------- */
@@ -268,8 +234,8 @@ static void generate(chat *c) {
     push_msg(c, "assistant", gp, strlen(gp));
     c->n_in_state = c->n_msgs;
     c->open_answer = true;
-    c->in_think = false;
-    c->n_hold = 0;
+    think_init(&c->think, false);
+    c->shown_think = false;
     if (*gp) show_answer(c, gp, strlen(gp), false);
     int start = br_seq_n_past(c->seq), n_gen = 0;
     const char *stop_text = br_tmpl_stop_text(c->tmpl);
@@ -313,7 +279,6 @@ static void generate(chat *c) {
         show_answer(c, piece, plen, false);
     }
     show_answer(c, "", 0, true);
-    if (c->in_think) think_mode(c, false);
     double dt = cli_now() - t0;
     c->last_gen = n_gen;
     c->gen_tps = dt > 0 ? n_gen / dt : 0;
