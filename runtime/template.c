@@ -63,9 +63,14 @@ static void put(rbuf *b, const char *s, size_t len, bool special) {
 
 static void text(rbuf *b, const char *s) { put(b, s, strlen(s), false); }
 static void textn(rbuf *b, const char *s, size_t n) { put(b, s, n, false); }
-/* A marker is a special token when the vocabulary has it (init checked the ones the format needs);
- * without a tokenizer it is only text. */
-static void mark(rbuf *b, const char *s) { put(b, s, strlen(s), b->t->tok && br_tok_piece_to_id(b->t->tok, s) >= 0); }
+/* A marker is a special token when the vocabulary has it as a control or user-defined piece, the pieces
+ * llama.cpp splits out of text when it parses special tokens; otherwise (a normal piece, or no
+ * tokenizer) it is text. */
+static void mark(rbuf *b, const char *s) {
+    int32_t id = b->t->tok ? br_tok_piece_to_id(b->t->tok, s) : -1;
+    br_tok_type ty = id >= 0 ? br_tok_get_type(b->t->tok, id) : 0;
+    put(b, s, strlen(s), ty == BR_TOK_CONTROL || ty == BR_TOK_USER_DEFINED);
+}
 
 static void rbuf_free(rbuf *b) {
     free(b->s);
@@ -153,9 +158,12 @@ static void jamba_reasoning(rbuf *b, const br_chat_msg *m, int n, int from, bool
             mark(b, "<|im_start|>");
             text(b, "assistant\n");
             if (i > last_query && r_len) {
-                text(b, "<think>\n");
+                mark(b, "<think>");
+                text(b, "\n");
                 textn(b, r, r_len);
-                text(b, "\n</think>\n\n");
+                text(b, "\n");
+                mark(b, "</think>");
+                text(b, "\n\n");
             }
             text(b, answer);
             mark(b, "<|im_end|>");
@@ -176,7 +184,9 @@ static void jamba_reasoning(rbuf *b, const br_chat_msg *m, int n, int from, bool
     }
     if (add_gen) {
         mark(b, "<|im_start|>");
-        text(b, "assistant\n<think>\n");
+        text(b, "assistant\n");
+        mark(b, "<think>");
+        text(b, "\n");
     }
 }
 

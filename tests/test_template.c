@@ -148,8 +148,8 @@ static void test_detect(void **state) {
 /* --- token ids, on a vocabulary with the markers as control tokens -------------------------------- */
 
 static const char *const k_markers[] = {"<|im_start|>", "<|im_end|>", "<|bom|>", "<|eom|>",
-                                        "<|system|>", "<|user|>", "<|assistant|>"};
-#define N_MARK 7
+                                        "<|system|>", "<|user|>", "<|assistant|>", "<think>"};
+#define N_MARK 8
 #define N_VOCAB (3 + 256 + N_MARK + 2)
 
 static br_tok *vocab(bool markers, bool add_bos) {
@@ -271,6 +271,19 @@ static void test_tokens(void **state) {
     assert_int_equal(br_tmpl_tokens(t, m2, 3, 2, true, &ids, &n, &err), BR_OK);
     assert_int_equal(ids[0], br_tok_piece_to_id(tok, "<|eom|>"));
     free(ids);
+    br_tmpl_free(t);
+
+    /* jamba-reasoning: the generation prompt's <think> is the control token where the vocabulary has one */
+    assert_int_equal(br_tmpl_init(&t, BR_TMPL_JAMBA_REASONING, tok, &err), BR_OK);
+    assert_int_equal(br_tmpl_tokens(t, m, 1, 0, true, &ids, &n, &err), BR_OK);
+    int32_t think = br_tok_piece_to_id(tok, "<think>");
+    int32_t *nl = NULL;
+    size_t n_nl = 0;
+    append_text(tok, &nl, &n_nl, "\n");
+    assert_true(n > n_nl + 1);
+    assert_int_equal(ids[n - n_nl - 1], think);
+    assert_memory_equal(ids + n - n_nl, nl, n_nl * sizeof *nl);
+    free(nl), free(ids);
     br_tmpl_free(t);
 
     /* plain: BOS only when the vocabulary asks for it */
