@@ -8,6 +8,8 @@ for a in "$@"; do
   if [[ "$a" == "--tests" ]]; then
     # cmocka for the unit tests; python3-torch for the reference implementation the golden files came from
     pkgs+=(libcmocka-dev)
+    # headless Chromium for braid serve's chat page test (tests/serve_page.mjs drives it with playwright-core)
+    pkgs+=(chromium)
   elif [[ "$a" == "--train" ]]; then
     # the bundled model's pipeline: PyTorch trainer, SentencePiece trainer/encoder (CLI and Python)
     pkgs+=(python3-torch python3-numpy python3-sentencepiece sentencepiece)

@@ -1,5 +1,6 @@
 # braid serve over real sockets on 127.0.0.1 (tests/serve_test.py, Python's standard library): greedy parity with
-# braid generate, the prompt cache, disconnects, hostile requests, 32 concurrent clients, the npm openai client.
+# braid generate, the prompt cache, disconnects, hostile requests, 32 concurrent clients, the npm openai client, and
+# the chat page in headless Chromium (playwright-core from npm; each npm part is skipped with a message offline).
 find_program(BR_PYTHON3 python3)
 set(BUNDLED_SERVE ${PROJECT_SOURCE_DIR}/models/tiny-jamba.gguf)
 if(BR_PYTHON3 AND EXISTS ${BUNDLED_SERVE})

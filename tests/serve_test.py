@@ -488,6 +488,68 @@ console.log(JSON.stringify({ plain: r.choices[0].message.content, streamed: s, u
                   f"openai client: streamed equals plain ({out})")
             print("openai client: ok", flush=True)
 
+if want("page"):
+    # the chat page in headless Chromium (Debian's chromium, driven by playwright-core from npm): type, see it stream
+    chromium = shutil.which("chromium")
+    npm, node = shutil.which("npm"), shutil.which("node")
+    nm = os.path.join(args.work, "npm")
+    ok = os.path.isdir(os.path.join(nm, "node_modules", "playwright-core"))
+    if not ok and chromium and npm and node:
+        os.makedirs(nm, exist_ok=True)
+        r = subprocess.run([npm, "install", "--prefix", nm, "--no-audit", "--no-fund", "playwright-core@1"],
+                           capture_output=True, timeout=300)
+        ok = r.returncode == 0
+    if not chromium:
+        print("SKIP chat page: no chromium (scripts/deps.sh --tests installs it)", flush=True)
+    elif not ok:
+        print("SKIP chat page: npm could not install playwright-core (offline?)", flush=True)
+    else:
+        js = os.path.join(nm, "page.mjs")
+        with open(js, "w") as f:
+            f.write("""
+import { chromium } from 'playwright-core';
+const browser = await chromium.launch({ executablePath: process.argv[3], args: ['--no-sandbox'] });
+const page = await browser.newPage();
+const external = [];
+page.on('request', r => { if (!r.url().startsWith(process.argv[2])) external.push(r.url()); });
+await page.goto(process.argv[2]);
+await page.fill('#max', '24');
+await page.fill('#temp', '0');
+await page.fill('#input', 'What is a whale?');
+// count the answer's text updates: a streamed answer grows in several steps
+await page.evaluate(() => {
+  window.updates = 0;
+  new MutationObserver(() => window.updates++).observe(document.getElementById('log'),
+    { subtree: true, childList: true, characterData: true });
+});
+await page.click('#send');
+await page.waitForSelector('.assistant[data-done="1"]', { timeout: 60000 });
+const answer = await page.textContent('.assistant');
+const stat = await page.textContent('#stat');
+const updates = await page.evaluate(() => window.updates);
+// a second turn: the page sends the conversation, the server finds it cached
+await page.fill('#input', 'And a dolphin?');
+await page.click('#send');
+await page.waitForSelector('.assistant:nth-of-type(4)[data-done="1"]', { timeout: 60000 });
+const stat2 = await page.textContent('#stat');
+console.log(JSON.stringify({ answer, stat, stat2, updates, external }));
+await browser.close();
+""")
+        r = subprocess.run([node, js, f"http://{HOST}:{port}/", chromium], capture_output=True, timeout=180,
+                           env=dict(os.environ, NODE_PATH=os.path.join(nm, "node_modules")))
+        check(r.returncode == 0, "chat page script ran: " + r.stderr.decode()[-800:])
+        if r.returncode == 0:
+            out = json.loads(r.stdout)
+            want_text = post(port, "/v1/chat/completions", {"messages": [{"role": "user", "content": "What is a whale?"}],
+                                                            "max_tokens": 24, "temperature": 0})[1]
+            check(out["answer"] == want_text["choices"][0]["message"]["content"],
+                  f"the page shows the streamed answer: {out['answer']!r}")
+            check(out["updates"] > 3, f"the answer appeared in steps ({out['updates']} updates)")
+            check(not out["external"], f"the page fetched nothing from elsewhere: {out['external']}")
+            m2 = re.search(r"\((\d+) cached\)", out["stat2"])
+            check(m2 and int(m2.group(1)) > 0, f"the page's second turn was served from the cache: {out['stat2']!r}")
+            print(f"chat page: ok ({out['updates']} updates; {out['stat2']})", flush=True)
+
 m = metrics(port)
 check(m["braid_slots_busy"] == 0, "no slot busy at the end")
 srv.stop()
