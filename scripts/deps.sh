@@ -10,6 +10,8 @@ for a in "$@"; do
     pkgs+=(libcmocka-dev)
     # headless Chromium for braid serve's chat page test (tests/serve_page.mjs drives it with playwright-core)
     pkgs+=(chromium)
+    # nginx for the load-balancer configuration of docs/DEPLOY.md (tests/deploy_test.sh)
+    pkgs+=(nginx-light)
   elif [[ "$a" == "--train" ]]; then
     # the bundled model's pipeline: PyTorch trainer, SentencePiece trainer/encoder (CLI and Python)
     pkgs+=(python3-torch python3-numpy python3-sentencepiece sentencepiece)

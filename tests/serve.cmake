@@ -12,3 +12,9 @@ if(BR_PYTHON3 AND EXISTS ${BUNDLED_SERVE})
            --model ${BUNDLED_SERVE} --work ${CMAKE_BINARY_DIR}/serve_test ${serve_args})
   set_tests_properties(serve PROPERTIES TIMEOUT 1500 RUN_SERIAL TRUE)
 endif()
+# docs/deploy/nginx.conf with two servers behind Debian's nginx (skipped without nginx).
+if(EXISTS ${BUNDLED_SERVE})
+  add_test(NAME deploy COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/deploy_test.sh $<TARGET_FILE:braid> ${BUNDLED_SERVE}
+           ${CMAKE_BINARY_DIR}/deploy_test)
+  set_tests_properties(deploy PROPERTIES TIMEOUT 600)
+endif()
