@@ -8,6 +8,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "search.h"
 #include "state.h"
 
 typedef struct sreq {
@@ -23,6 +24,7 @@ typedef struct sreq {
     int32_t n_vocab_text, ban_tok;
     char *skip_prefix;
     bool detok_prompt;
+    int n_best, n_return;
     bool cancel;        /* set under the lock */
     double t_submit;
     struct sreq *next;
@@ -42,6 +44,7 @@ typedef struct slot {
     size_t n_pend, cap_pend;
     bool started;       /* some text was emitted (skip_prefix is checked once) */
     bool cut;           /* a stop string ended the text */
+    bool searched;      /* a best-of request: its choices went out whole */
     int32_t *gen;       /* the tokens sampled for this request */
     int cap_gen;
     float *logits;
@@ -174,7 +177,7 @@ static void emit_done(br_sched *s, sreq *r, br_finish f, const slot *sl, const c
         ev.n_gen = sl->n_gen;
         ev.t_queued = sl->t_start - r->t_submit;
         ev.t_first = sl->t_first > 0 ? sl->t_first - r->t_submit : 0;
-        ev.ids = sl->gen;
+        ev.ids = sl->searched ? NULL : sl->gen;
         ev.cut = sl->cut;
     }
     if (error) snprintf(ev.error, sizeof ev.error, "%s", error);
@@ -230,7 +233,7 @@ static bool push_text(br_sched *s, slot *sl, const char *t, size_t n, bool final
 /* Ends the slot's request: final text, a snapshot so a next turn can come back here, the done event. */
 static void finish(br_sched *s, slot *sl, br_finish f, const char *error) {
     sreq *r = sl->r;
-    if (f == BR_FINISH_LENGTH || f == BR_FINISH_STOP) {
+    if ((f == BR_FINISH_LENGTH || f == BR_FINISH_STOP) && !sl->searched) {
         const char *t;
         size_t n;
         br_err err = {0};
@@ -323,6 +326,7 @@ static br_status start(br_sched *s, slot *sl, sreq *r, br_err *err) {
     sl->generating = false;
     sl->started = false;
     sl->cut = false;
+    sl->searched = false;
     sl->n_pend = 0;
     if (sl->cap_gen < r->max_tokens + 1) {
         int32_t *g = realloc(sl->gen, (size_t)(r->max_tokens + 1) * sizeof *g);
@@ -364,10 +368,87 @@ static br_status start(br_sched *s, slot *sl, sreq *r, br_err *err) {
     return BR_OK;
 }
 
+static const char *search_piece(void *user, int32_t tok, size_t *len) {
+    const char *p = br_tok_piece(user, tok);
+    *len = p ? strlen(p) : 0;
+    return p ? p : "";
+}
+
+static int by_score(const void *a, const void *b, void *arg) {
+    const br_candidate *c = arg;
+    double x = c[*(const int *)a].score, y = c[*(const int *)b].score;
+    return x > y ? -1 : x < y ? 1 : *(const int *)a - *(const int *)b;
+}
+
+/* A best-of request, from the evaluated prompt: the search samples every candidate in batched steps from
+ * forks of the slot's sequence (left as it was), then the n_return best go out as whole choices. */
+static void run_search(br_sched *s, slot *sl) {
+    sreq *r = sl->r;
+    br_search_params p = br_search_default_params();
+    p.kind = BR_SEARCH_BEST_OF;
+    p.n = r->n_best;
+    p.n_predict = r->max_tokens > 0 ? r->max_tokens : 1;
+    p.sampler = r->sp;
+    p.score = BR_SCORE_LOGPROB;
+    p.eos = r->ban_tok >= 0 ? r->ban_tok : r->n_stop_ids ? r->stop_ids[0] : -1;
+    p.ban_eos = r->ban_tok >= 0;
+    p.n_vocab_text = r->n_vocab_text;
+    br_search_hooks h = {search_piece, NULL, (void *)s->tok};
+    br_search_result res;
+    br_err err = {0};
+    sl->searched = true;
+    if (br_search_run(s->ctx, sl->seq, sl->logits, &p, &h, &res, &err)) { finish(s, sl, BR_FINISH_ERROR, err.msg); return; }
+    int order[64], n = res.n_cand < 64 ? res.n_cand : 64;
+    for (int i = 0; i < n; i++) order[i] = i;
+    qsort_r(order, (size_t)n, sizeof *order, by_score, res.cand);
+    /* each text decoded after the prompt's last tokens, so its first piece reads as the continuation it is */
+    int tail = r->n_prompt < 8 ? r->n_prompt : 8;
+    char *pre = NULL;
+    size_t n_pre = 0;
+    if (br_tok_decode(s->tok, r->prompt + r->n_prompt - tail, (size_t)tail, &pre, &n_pre, &err)) n_pre = 0;
+    int32_t *ids = malloc(((size_t)tail + (size_t)p.n_predict) * sizeof *ids);
+    for (int i = 0; i < n; i++) sl->n_gen += res.cand[i].n_tokens;
+    for (int k = 0; k < r->n_return && k < n && ids; k++) {
+        const br_candidate *c = &res.cand[order[k]];
+        memcpy(ids, r->prompt + r->n_prompt - tail, (size_t)tail * sizeof *ids);
+        memcpy(ids + tail, c->tokens, (size_t)c->n_tokens * sizeof *ids);
+        char *txt = NULL;
+        size_t len = 0;
+        if (br_tok_decode(s->tok, ids, (size_t)(tail + c->n_tokens), &txt, &len, &err)) continue;
+        const char *t = txt;
+        if (len >= n_pre && pre && !memcmp(txt, pre, n_pre)) { t += n_pre; len -= n_pre; }
+        if (r->skip_prefix && *r->skip_prefix && !strncmp(t, r->skip_prefix, strlen(r->skip_prefix))) {
+            len -= strlen(r->skip_prefix);
+            t += strlen(r->skip_prefix);
+        }
+        br_finish f = c->ended ? BR_FINISH_STOP : BR_FINISH_LENGTH;
+        for (int j = 0; j < r->n_stop; j++) {
+            const char *hit = memmem(t, len, r->stop[j], strlen(r->stop[j]));
+            if (hit) { len = (size_t)(hit - t); f = BR_FINISH_STOP; }
+        }
+        br_sched_event ev = {0};
+        ev.id = r->id;
+        ev.user = r->user;
+        ev.choice = true;
+        ev.index = k;
+        ev.text = t;
+        ev.len = len;
+        ev.finish = f;
+        ev.n_prompt = r->n_prompt;
+        s->cb(&ev, s->cb_user);
+        free(txt);
+    }
+    free(ids);
+    free(pre);
+    br_search_result_free(&res);
+    finish(s, sl, BR_FINISH_STOP, NULL);
+}
+
 /* Samples the token after the slot's logits and handles what it means. */
 static void sample_next(br_sched *s, slot *sl) {
     sreq *r = sl->r;
     if (!sl->t_first) sl->t_first = now_s();
+    if (r->n_best > 1) { run_search(s, sl); return; }
     uint32_t V = s->m->hp.n_vocab;
     if (r->n_vocab_text > 0)
         for (uint32_t v = (uint32_t)r->n_vocab_text; v < V; v++) sl->logits[v] = -INFINITY;
@@ -654,6 +735,8 @@ br_status br_sched_submit(br_sched *s, const br_sched_req *q, void *user, uint64
         return br_err_set(err, BR_ENOMEM, "out of memory");
     }
     r->detok_prompt = q->detok_prompt;
+    r->n_best = q->n_best > 1 ? q->n_best : 1;
+    r->n_return = q->n_return < 1 ? 1 : q->n_return > r->n_best ? r->n_best : q->n_return;
     r->user = user;
     r->t_submit = now_s();
     pthread_mutex_lock(&s->mu);

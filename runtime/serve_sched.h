@@ -43,6 +43,11 @@ typedef struct br_sched_req {
     const char *skip_prefix;     /* dropped once from the start of the text (a chat format's answer separator) */
     bool detok_prompt;           /* the prompt goes through the detokenizer first, so the answer's first piece
                                     is decoded as the continuation it is (braid generate's text) */
+    int n_best;                  /* > 1: best-of-N through the search module (runtime/search.h): n_best
+                                    candidates sampled from forks of the prompt (seeds seed + i), ranked by
+                                    mean log-probability; each of the n_return best comes as one choice event.
+                                    The worker runs the search whole, pausing the other slots meanwhile. */
+    int n_return;
 } br_sched_req;
 
 #define BR_SCHED_MAX_STOP 8
@@ -62,6 +67,8 @@ typedef struct br_sched_event {
     double t_queued, t_first;        /* seconds from submit to slot, and to the first token */
     const int32_t *ids;              /* done: the tokens sampled (stop token excluded), valid during the callback */
     bool cut;                        /* done: a stop string cut the text (the ids go past it) */
+    bool choice;                     /* a whole choice of a best-of request: index, text, finish */
+    int index;
     char error[256];
 } br_sched_event;
 

@@ -191,6 +191,16 @@ if want("parity"):
     j = post(port, "/v1/completions", {"prompt": "Once upon a time", "max_tokens": 32, "temperature": 0, "stop": [cut]})[1]
     check(j["choices"][0]["text"] == ref[:ref.index(cut)] and j["choices"][0]["finish_reason"] == "stop",
           f"stop string {cut!r}: {j['choices'][0]['text']!r}")
+    # n and best_of through the search module: candidate i is sampled with seed + i, ranked by mean log-probability
+    body = {"prompt": "The whale", "max_tokens": 12, "temperature": 0.9, "seed": 5}
+    singles = {post(port, "/v1/completions", dict(body, seed=5 + i))[1]["choices"][0]["text"] for i in range(3)}
+    st, j, _ = post(port, "/v1/completions", dict(body, n=3))
+    texts = [c["text"] for c in j["choices"]]
+    check(st == 200 and [c["index"] for c in j["choices"]] == [0, 1, 2], f"n=3 gives three choices: {j}")
+    check(set(texts) == singles, f"n=3's choices are the samples of seeds 5, 6, 7: {texts} vs {singles}")
+    st, j, _ = post(port, "/v1/completions", dict(body, n=1, best_of=3))
+    check(st == 200 and len(j["choices"]) == 1 and j["choices"][0]["text"] in singles and
+          j["usage"]["completion_tokens"] >= 3, f"best_of=3 returns one of the three: {j}")
     st, out, _ = request(port, "GET", "/v1/models")
     check(st == 200 and json.loads(out)["data"][0]["object"] == "model", "/v1/models")
     st, out, _ = request(port, "GET", "/health")
@@ -318,7 +328,9 @@ if want("hostile"):
         (http_post(b"/v1/chat/completions", b'{"messages":[{"content":"hi"}]}'), 400, "message without role"),
         (http_post(b"/v1/chat/completions", b'[1,2,3]'), 400, "not an object"),
         (http_post(b"/v1/chat/completions", b''), 400, "empty body"),
-        (http_post(b"/v1/chat/completions", b'{"messages":[{"role":"user","content":"hi"}],"n":2}'), 400, "n=2"),
+        (http_post(b"/v1/chat/completions", b'{"messages":[{"role":"user","content":"hi"}],"n":3,"best_of":2}'), 400,
+         "best_of below n"),
+        (http_post(b"/v1/chat/completions", b'{"messages":[{"role":"user","content":"hi"}],"n":99}'), 400, "n=99"),
         (http_post(b"/v1/nothing", b'{}'), 404, "unknown route"),
         (b"GET /../../etc/passwd HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", 404, "path traversal"),
         (b"GET /v1/chat/completions HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", 405, "GET on a POST route"),

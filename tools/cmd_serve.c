@@ -50,6 +50,7 @@ static const cli_cmd serve_cmd = {
 #define MAX_BODY (4u << 20)
 #define MAX_HEADER (16u << 10)
 #define MAX_CONNS 256
+#define MAX_CHOICES 16
 
 typedef struct server server;
 
@@ -74,6 +75,10 @@ typedef struct apireq {
     long created;
     char *text;        /* the answer so far (not streamed) */
     size_t n_text, cap_text;
+    int n_choices;     /* best-of / n > 1: the choices, whole */
+    char *choice_text[MAX_CHOICES];
+    size_t choice_len[MAX_CHOICES];
+    br_finish choice_finish[MAX_CHOICES];
 } apireq;
 
 typedef struct evnode {
@@ -140,20 +145,24 @@ static json_t *usage_json(const br_sched_event *ev) {
                      "total_tokens", ev->n_prompt + ev->n_gen, "prompt_tokens_details", "cached_tokens", ev->n_cached);
 }
 
-static json_t *chunk_json(apireq *a, const char *text, size_t len, const char *finish) {
+static json_t *chunk_json_i(apireq *a, int index, const char *text, size_t len, const char *finish) {
     json_t *choice;
     if (a->chat) {
         json_t *delta = json_object();
-        if (!a->started) json_object_set_new(delta, "role", json_string("assistant"));
+        if (!a->started || index > 0) json_object_set_new(delta, "role", json_string("assistant"));
         if (text) json_object_set_new(delta, "content", json_stringn(text, len));
-        choice = json_pack("{s:i,s:o,s:n,s:o}", "index", 0, "delta", delta, "logprobs", "finish_reason",
+        choice = json_pack("{s:i,s:o,s:n,s:o}", "index", index, "delta", delta, "logprobs", "finish_reason",
                            finish ? json_string(finish) : json_null());
     } else {
-        choice = json_pack("{s:i,s:s%,s:n,s:o}", "index", 0, "text", text ? text : "", text ? len : 0, "logprobs",
+        choice = json_pack("{s:i,s:s%,s:n,s:o}", "index", index, "text", text ? text : "", text ? len : 0, "logprobs",
                            "finish_reason", finish ? json_string(finish) : json_null());
     }
     return json_pack("{s:s,s:s,s:i,s:s,s:[o]}", "id", a->rid, "object", a->chat ? "chat.completion.chunk" : "text_completion",
                      "created", a->created, "model", a->srv->model_id, "choices", choice);
+}
+
+static json_t *chunk_json(apireq *a, const char *text, size_t len, const char *finish) {
+    return chunk_json_i(a, 0, text, len, finish);
 }
 
 static void send_sse(apireq *a, json_t *j) {
@@ -194,6 +203,7 @@ static void respond_error(server *s, http_conn *c, int status, const char *type,
 
 static void apireq_free(apireq *a) {
     if (a->conn) http_conn_release(a->conn);
+    for (int i = 0; i < a->n_choices; i++) free(a->choice_text[i]);
     free(a->text);
     free(a);
 }
@@ -233,6 +243,21 @@ static void remember_answer(server *s, const char *text, const int32_t *ids, int
 static void handle_event(server *s, const br_sched_event *ev) {
     apireq *a = ev->user;
     bool alive = http_conn_alive(a->conn);
+    if (ev->choice) {
+        if (!alive || ev->index != a->n_choices || a->n_choices >= MAX_CHOICES) return;
+        if (a->stream) {
+            send_sse(a, chunk_json_i(a, ev->index, ev->text, ev->len, finish_name(ev->finish)));
+            a->started = true;
+        }
+        char *t = malloc(ev->len + 1);
+        if (!t) return;
+        memcpy(t, ev->text, ev->len);
+        t[ev->len] = 0;
+        a->choice_text[a->n_choices] = t;
+        a->choice_len[a->n_choices] = ev->len;
+        a->choice_finish[a->n_choices++] = ev->finish;
+        return;
+    }
     if (!ev->done) {
         if (!alive || !ev->len) return;
         if (a->stream) {
@@ -263,6 +288,14 @@ static void handle_event(server *s, const br_sched_event *ev) {
             } else {
                 respond_error(s, a->conn, 500, "server_error", NULL, NULL, msg);
             }
+        } else if (a->stream && a->n_choices) {
+            json_t *j = json_pack("{s:s,s:s,s:i,s:s,s:[]}", "id", a->rid, "object",
+                                  a->chat ? "chat.completion.chunk" : "text_completion", "created", a->created, "model",
+                                  s->model_id, "choices");
+            json_object_set_new(j, "usage", usage_json(ev));
+            send_sse(a, j);
+            http_stream_write(a->conn, "data: [DONE]\n\n", 14);
+            http_stream_end(a->conn);
         } else if (a->stream) {
             json_t *j = chunk_json(a, NULL, 0, finish_name(ev->finish));
             json_object_set_new(j, "usage", usage_json(ev));
@@ -270,17 +303,22 @@ static void handle_event(server *s, const br_sched_event *ev) {
             http_stream_write(a->conn, "data: [DONE]\n\n", 14);
             http_stream_end(a->conn);
         } else {
-            json_t *choice;
-            const char *t = a->text ? a->text : "";
-            if (a->chat)
-                choice = json_pack("{s:i,s:{s:s,s:s%},s:n,s:s}", "index", 0, "message", "role", "assistant", "content", t,
-                                   a->n_text, "logprobs", "finish_reason", finish_name(ev->finish));
-            else
-                choice = json_pack("{s:i,s:s%,s:n,s:s}", "index", 0, "text", t, a->n_text, "logprobs", "finish_reason",
-                                   finish_name(ev->finish));
-            json_t *j = json_pack("{s:s,s:s,s:i,s:s,s:[o],s:o}", "id", a->rid, "object",
+            json_t *choices = json_array();
+            int nc = a->n_choices ? a->n_choices : 1;
+            for (int i = 0; i < nc; i++) {
+                const char *t = a->n_choices ? a->choice_text[i] : a->text ? a->text : "";
+                size_t len = a->n_choices ? a->choice_len[i] : a->n_text;
+                const char *fin = finish_name(a->n_choices ? a->choice_finish[i] : ev->finish);
+                if (a->chat)
+                    json_array_append_new(choices, json_pack("{s:i,s:{s:s,s:s%},s:n,s:s}", "index", i, "message", "role",
+                                                             "assistant", "content", t, len, "logprobs", "finish_reason", fin));
+                else
+                    json_array_append_new(choices, json_pack("{s:i,s:s%,s:n,s:s}", "index", i, "text", t, len, "logprobs",
+                                                             "finish_reason", fin));
+            }
+            json_t *j = json_pack("{s:s,s:s,s:i,s:s,s:o,s:o}", "id", a->rid, "object",
                                   a->chat ? "chat.completion" : "text_completion", "created", a->created, "model",
-                                  s->model_id, "choices", choice, "usage", usage_json(ev));
+                                  s->model_id, "choices", choices, "usage", usage_json(ev));
             char extra[64];
             snprintf(extra, sizeof extra, "X-Cached-Tokens: %d\r\n", ev->n_cached);
             respond_json(a->conn, 200, j, extra);
@@ -462,12 +500,14 @@ static bool parse_request(server *s, json_t *root, bool chat, parsed *p) {
         clock_gettime(CLOCK_REALTIME, &ts);
         sp.seed = ((uint64_t)ts.tv_sec * 1000003u ^ (uint64_t)ts.tv_nsec) & 0xffffffffu;
     }
+    /* n > 1 and best_of: best-of-N through the search module, ranked by mean log-probability */
     long long n = 1;
-    if (!get_int(p, root, "n", 1, 128, &n)) return false;
-    if (n != 1) return bad(p, "n", "'n' > 1 is not supported yet");
-    long long best_of = 1;
-    if (!get_int(p, root, "best_of", 1, 128, &best_of)) return false;
-    if (best_of != 1) return bad(p, "best_of", "'best_of' > 1 is not supported yet");
+    if (!get_int(p, root, "n", 1, MAX_CHOICES, &n)) return false;
+    long long best_of = n;
+    if (!get_int(p, root, "best_of", 1, MAX_CHOICES, &best_of)) return false;
+    if (best_of < n) return bad(p, "best_of", "'best_of' must be at least 'n'");
+    p->rq.n_best = (int)best_of;
+    p->rq.n_return = (int)n;
     long long max_tokens = chat ? -1 : 16; /* OpenAI's defaults: the context for chat, 16 for completions */
     if (!get_int(p, root, "max_tokens", 0, 1 << 30, &max_tokens)) return false;
     if (!get_int(p, root, "max_completion_tokens", 0, 1 << 30, &max_tokens)) return false;
