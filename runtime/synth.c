@@ -265,6 +265,10 @@ br_status br_synth_write(const char *path, const br_synth_params *p, br_synth_me
         br_gguf_writer_free(w);
         return st;
     }
+    /* llama.cpp refuses a file without tokenizer.ggml.model; "none" with the vocabulary size is what it
+     * accepts for a model that comes without a vocabulary */
+    if (!meta) br_gguf_w_str(w, "tokenizer.ggml.model", "none");
+    br_gguf_w_u32(w, "jamba.vocab_size", p->n_vocab);
     tlist l = {0};
     describe(p, &l);
     gen g = {w, p->seed * 0x2545f4914f6cdd1dull + 1, err, NULL, 1 << 16};

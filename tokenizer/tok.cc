@@ -233,6 +233,8 @@ br_status load_gguf(br_tok *t, const br_gguf *g, br_err *err) {
         return br_err_set(err, BR_EFORMAT, "the file has no tokenizer (missing key %s)", K_MODEL);
     br_str kind;
     if (br_gguf_get_str(g, K_MODEL, &kind, err)) return BR_EFORMAT;
+    /* llama.cpp's marker for a model shipped without a vocabulary (braid synth writes it) */
+    if (br_str_eq(kind, "none")) return br_err_set(err, BR_EFORMAT, "the file has no tokenizer (%s is \"none\")", K_MODEL);
     if (!br_str_eq(kind, "llama"))
         return fail(err, BR_EUNSUPPORTED,
                     "unsupported tokenizer '" + shown(kind.ptr, (size_t)kind.len) +

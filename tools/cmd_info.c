@@ -70,7 +70,7 @@ int cmd_info(int argc, char **argv) {
     if (hp->n_expert) printf("experts:         %u, %u used per token\n", hp->n_expert, hp->n_expert_used);
     printf("output:          %s\n", m.tied ? "tied to token_embd" : "separate");
     const br_gguf_kv *tk = br_gguf_find(&m.file, "tokenizer.ggml.model"), *tt = br_gguf_find(&m.file, "tokenizer.ggml.tokens");
-    if (tk && tk->type == BR_GGUF_STRING)
+    if (tk && tk->type == BR_GGUF_STRING && !br_str_eq(tk->v.s, "none"))
         printf("tokenizer:       %.*s%s, %llu pieces\n", (int)(tk->v.s.len < 32 ? tk->v.s.len : 32), tk->v.s.ptr,
                br_str_eq(tk->v.s, "llama") ? " (SentencePiece)" : " (not supported by braid)",
                tt && tt->type == BR_GGUF_ARRAY ? (unsigned long long)tt->v.arr.n : 0ull);
