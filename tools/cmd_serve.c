@@ -509,8 +509,8 @@ static bool parse_request(server *s, json_t *root, bool chat, parsed *p) {
     p->rq.n_best = (int)best_of;
     p->rq.n_return = (int)n;
     long long max_tokens = chat ? -1 : 16; /* OpenAI's defaults: the context for chat, 16 for completions */
-    if (!get_int(p, root, "max_tokens", 0, 1 << 30, &max_tokens)) return false;
-    if (!get_int(p, root, "max_completion_tokens", 0, 1 << 30, &max_tokens)) return false;
+    if (!get_int(p, root, "max_tokens", 1, 1 << 30, &max_tokens)) return false;
+    if (!get_int(p, root, "max_completion_tokens", 1, 1 << 30, &max_tokens)) return false;
     json_t *st = json_object_get(root, "stream");
     if (st && !json_is_null(st) && !json_is_boolean(st)) return bad(p, "stream", "'stream' must be true or false");
     p->stream = st && json_is_true(st);
@@ -734,7 +734,7 @@ static void on_request(http_conn *c, const http_req *r, void *user) {
     server *s = user;
     s->n_http++;
     const char *p = r->path;
-    bool get = r->method == HTTP_GET || r->method == HTTP_HEAD, post = r->method == HTTP_POST;
+    bool get = r->method == HTTP_GET, post = r->method == HTTP_POST;
     if (!strcmp(p, "/") || !strcmp(p, "/index.html")) {
         if (!get) { respond_error(s, c, 405, "invalid_request_error", NULL, NULL, "use GET"); return; }
         http_respond(c, 200, "text/html; charset=utf-8", "Content-Security-Policy: default-src 'self' 'unsafe-inline'\r\n",

@@ -376,8 +376,9 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
 static void on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf) {
     http_conn *c = st->data;
     (void)buf;
-    if (n < 0 || (n == 0 && buf->base == NULL && buf->len == 0 && c->cap_in <= c->n_in)) {
-        /* EOF, a reset, or a client that sends more than any request may hold while its answer is made */
+    if (n < 0) {
+        /* EOF, a reset, or (UV_ENOBUFS) a client that sends more than any request may hold while its answer
+         * is made */
         conn_close(c);
         return;
     }
