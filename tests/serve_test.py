@@ -390,6 +390,22 @@ if want("hostile"):
     check(closed == 20, f"slow senders were disconnected after the timeout ({closed}/20)")
     st, j, _ = post(port, "/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 4})
     check(st == 200 and j["choices"][0]["message"]["role"] == "assistant", "still serving after the hostile requests")
+    # a limit on connections: past 256 open ones, a new one is answered 503 and closed; once they go, all is well
+    held = [socket.create_connection((HOST, port), timeout=10) for _ in range(256)]
+    time.sleep(0.3)
+    extra = socket.create_connection((HOST, port), timeout=10)
+    out = b""
+    while True:
+        k = extra.recv(65536)
+        if not k:
+            break
+        out += k
+    extra.close()
+    check(status_of(out) == 503, f"connection 257 is refused with 503: {out[:120]!r}")
+    for h in held:
+        h.close()
+    time.sleep(0.3)
+    check(request(port, "GET", "/health")[0] == 200, "served again once the connections closed")
     # API key: 401 without or with a wrong key (compared in constant time), 200 with it; /health stays open
     keyed = Server("-np", "1", "--api-key", "s3cret", name="keyed")
     st, j, _ = post(keyed.port, "/v1/completions", {"prompt": "a", "max_tokens": 1})
