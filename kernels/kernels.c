@@ -180,6 +180,7 @@ typedef struct {
     const uint8_t *xq;     /* q8x rows of x (quantized W, small n), xq_bytes apart */
     size_t xq_bytes;
     br_qdot_fn qdot;       /* NULL: scalar reference */
+    br_qdot4_fn qdot4;     /* four rows of x at once, or NULL */
 } mm_job;
 
 #define MM_TILE 64       /* rows of W converted at once for the sgemm path */
@@ -207,7 +208,19 @@ static void mm_q8_task(void *ctx, int task, int n_tasks, int thread) {
     if (r1 > j->rows) r1 = j->rows;
     for (int r = r0; r < r1; r++) {
         const uint8_t *wr = j->w + (size_t)r * j->row_bytes;
-        for (int i = 0; i < j->n; i++) {
+        int i = 0;
+        if (j->qdot4 && j->n > 1)
+            for (; j->n - i >= 2; i += 4) { /* past the last row, repeat it and drop the results */
+                br_q8x_view xv[4];
+                float out[4];
+                for (int u = 0; u < 4; u++) {
+                    int iu = i + u < j->n ? i + u : j->n - 1;
+                    xv[u] = br_q8x_at(j->xq + (size_t)iu * j->xq_bytes, j->cols);
+                }
+                j->qdot4(wr, xv, j->cols, out);
+                for (int u = 0; u < 4 && i + u < j->n; u++) j->y[(size_t)(i + u) * j->rows + r] = out[u];
+            }
+        for (; i < j->n; i++) {
             br_q8x_view xv = br_q8x_at(j->xq + (size_t)i * j->xq_bytes, j->cols);
             j->y[(size_t)i * j->rows + r] = j->qdot ? j->qdot(wr, xv, j->cols) : br_qdot_scalar(j->wt, wr, xv, j->cols);
         }
@@ -246,7 +259,7 @@ static void mm_gemm_task(void *ctx, int task, int n_tasks, int thread) {
 }
 
 void br_k_matmul(br_pool *pool, float *y, const float *x, const void *w, br_wtype wt, int n, int rows, int cols) {
-    mm_job j = {y, x, w, wt, n, rows, cols, 0, pool, br_wtype_row_bytes(wt, (size_t)cols), NULL, 0, NULL};
+    mm_job j = {y, x, w, wt, n, rows, cols, 0, pool, br_wtype_row_bytes(wt, (size_t)cols), NULL, 0, NULL, NULL};
     int nt = br_pool_size(pool);
     /* Several tasks per thread so a slow core does not hold the others up. */
     int tasks = nt * 4;
@@ -258,6 +271,7 @@ void br_k_matmul(br_pool *pool, float *y, const float *x, const void *w, br_wtyp
             for (int i = 0; i < n; i++) br_k_quantize_q8x(x + (size_t)i * cols, xq + (size_t)i * j.xq_bytes, cols);
             j.xq = xq;
             j.qdot = pick_qdot(wt);
+            j.qdot4 = g_isa >= BR_ISA_AVX512 ? br_qdot4_avx512(wt) : NULL;
             if (tasks > rows) tasks = rows;
             j.rows_per_task = (rows + tasks - 1) / tasks;
             tasks = (rows + j.rows_per_task - 1) / j.rows_per_task;

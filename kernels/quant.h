@@ -81,5 +81,8 @@ void br_dequant_scalar(br_wtype t, const void *src, float *dst, size_t n);
 /* SIMD versions: NULL where that ISA has none for the type (the scalar one runs). */
 br_qdot_fn br_qdot_avx2(br_wtype wt);
 br_qdot_fn br_qdot_avx512(br_wtype wt);
+/* Four rows of activations against one weight row: out[i] = dot(w, x[i]). NULL where there is none. */
+typedef void (*br_qdot4_fn)(const void *w, const br_q8x_view *x, int n, float *out);
+br_qdot4_fn br_qdot4_avx512(br_wtype wt);
 
 #endif

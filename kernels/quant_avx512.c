@@ -117,3 +117,121 @@ br_qdot_fn br_qdot_avx512(br_wtype wt) {
     default: return br_qdot_vnni256(wt);
     }
 }
+
+/* --- four rows of x per pass over a weight row: batched decode and small batches ------------------
+ * The weight codes are unpacked once and used for all four (a fifth row starts a new pass); rows past
+ * the last are given as copies of it by the caller and their results dropped. */
+
+static void z4_q4_k(const void *w, const br_q8x_view *x, int n, float *out) {
+    const br_blk_q4_k *b = w;
+    __m512 acc[4];
+    __m256 accm[4];
+    for (int i = 0; i < 4; i++) { acc[i] = _mm512_setzero_ps(); accm[i] = _mm256_setzero_ps(); }
+    const __m512i m4 = _mm512_set1_epi8(15);
+    const __m512i sh = _mm512_set_epi64(4, 4, 4, 4, 0, 0, 0, 0);
+    for (int k = 0; k < n / 256; k++, b++) {
+        uint64_t sc, mn;
+        br_k4_unpack(b->scales, &sc, &mn);
+        __m256 sd = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_cvtsi64_si128((long long)sc))),
+                                  _mm256_set1_ps(f16(b->d)));
+        __m256 md = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_cvtsi64_si128((long long)mn))),
+                                  _mm256_set1_ps(f16(b->dmin)));
+        __m512 s16[4];
+        for (int i = 0; i < 4; i++) {
+            s16[i] = _mm512_castps256_ps512(_mm256_mul_ps(sd, _mm256_loadu_ps(x[i].d + 8 * k)));
+            accm[i] = _mm256_fmadd_ps(md, _mm256_loadu_ps(x[i].ds + 8 * k), accm[i]);
+        }
+        for (int c = 0; c < 4; c++) {
+            __m512i q = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(b->qs + 32 * c)));
+            q = _mm512_and_si512(_mm512_srlv_epi64(q, sh), m4);
+            for (int i = 0; i < 4; i++) {
+                __m512i s = _mm512_dpbusd_epi32(_mm512_setzero_si512(), q, _mm512_loadu_si512(x[i].q + 256 * k + 64 * c));
+                acc[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), pair_lanes(s16[i], c), acc[i]);
+            }
+        }
+    }
+    for (int i = 0; i < 4; i++) out[i] = hsum16(acc[i]) - hsum8(accm[i]);
+}
+
+static void z4_q8_0(const void *w, const br_q8x_view *x, int n, float *out) {
+    const br_blk_q8_0 *b = w;
+    __m512 acc[4];
+    for (int i = 0; i < 4; i++) acc[i] = _mm512_setzero_ps();
+    int nb = n / 32, k = 0;
+    for (; k + 8 <= nb; k += 8) {
+        __m128i dh = _mm_set_epi16((short)b[k + 7].d, (short)b[k + 6].d, (short)b[k + 5].d, (short)b[k + 4].d,
+                                   (short)b[k + 3].d, (short)b[k + 2].d, (short)b[k + 1].d, (short)b[k].d);
+        __m256 wd = _mm256_cvtph_ps(dh);
+        __m512 s16[4];
+        for (int i = 0; i < 4; i++) s16[i] = _mm512_castps256_ps512(_mm256_mul_ps(wd, _mm256_loadu_ps(x[i].d + k)));
+        for (int c = 0; c < 4; c++) {
+            const br_blk_q8_0 *p = b + k + 2 * c;
+            __m512i wq = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)p[0].qs)),
+                                            _mm256_loadu_si256((const __m256i *)p[1].qs), 1);
+            __mmask64 neg = _mm512_movepi8_mask(wq);
+            __m512i aw = _mm512_abs_epi8(wq);
+            for (int i = 0; i < 4; i++) {
+                __m512i xq = _mm512_loadu_si512(x[i].q + 32 * (k + 2 * c));
+                __m512i s = _mm512_dpbusd_epi32(_mm512_setzero_si512(), aw,
+                                                _mm512_mask_sub_epi8(xq, neg, _mm512_setzero_si512(), xq));
+                acc[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), pair_lanes(s16[i], c), acc[i]);
+            }
+        }
+    }
+    for (int i = 0; i < 4; i++) {
+        out[i] = hsum16(acc[i]);
+        if (k < nb) {
+            br_q8x_view t = {x[i].q + 32 * k, x[i].d + k, x[i].ds + k, x[i].s16 + 2 * k};
+            out[i] += br_vnni_q8_0(b + k, t, 32 * (nb - k));
+        }
+    }
+}
+
+static void z4_q6_k(const void *w, const br_q8x_view *x, int n, float *out) {
+    const br_blk_q6_k *b = w;
+    __m512 acc[4], accb[4];
+    for (int i = 0; i < 4; i++) { acc[i] = _mm512_setzero_ps(); accb[i] = _mm512_setzero_ps(); }
+    const __m512i m4 = _mm512_set1_epi8(15), m2 = _mm512_set1_epi8(3);
+    const __m512i sh01 = _mm512_set_epi64(2, 2, 2, 2, 0, 0, 0, 0), sh23 = _mm512_set_epi64(6, 6, 6, 6, 4, 4, 4, 4);
+    const __m128i rep4 = _mm_set_epi8(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0);
+    const __m512i dup = _mm512_set_epi32(7, 7, 6, 6, 5, 5, 4, 4, 3, 3, 2, 2, 1, 1, 0, 0);
+    for (int k = 0; k < n / 256; k++, b++) {
+        __m256 d = _mm256_set1_ps(f16(b->d));
+        __m128i scv = _mm_loadu_si128((const __m128i *)b->scales);
+        __m512 sc16 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(scv));
+        __m512 dx16[4];
+        for (int i = 0; i < 4; i++) {
+            dx16[i] = _mm512_castps256_ps512(_mm256_mul_ps(_mm256_loadu_ps(x[i].d + 8 * k), d));
+            __m512 xs = _mm512_cvtepi32_ps(_mm512_cvtepi16_epi32(_mm256_loadu_si256((const __m256i *)(x[i].s16 + 16 * k))));
+            accb[i] = _mm512_fmadd_ps(_mm512_mul_ps(sc16, xs), _mm512_permutexvar_ps(dup, dx16[i]), accb[i]);
+        }
+        for (int h = 0; h < 2; h++) {
+            __m512i ql = _mm512_loadu_si512(b->ql + 64 * h);
+            __m512i qh = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(b->qh + 32 * h)));
+            __m512i c01 = _mm512_or_si512(_mm512_and_si512(ql, m4),
+                                          _mm512_slli_epi16(_mm512_and_si512(_mm512_srlv_epi64(qh, sh01), m2), 4));
+            __m512i c23 = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(ql, 4), m4),
+                                          _mm512_slli_epi16(_mm512_and_si512(_mm512_srlv_epi64(qh, sh23), m2), 4));
+            for (int p = 0; p < 2; p++) {
+                int g = 4 * h + 2 * p;
+                __m512 scl = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(
+                    _mm_shuffle_epi8(scv, _mm_add_epi8(rep4, _mm_set1_epi8((char)(2 * g))))));
+                for (int i = 0; i < 4; i++) {
+                    __m512i s = _mm512_dpbusd_epi32(_mm512_setzero_si512(), p ? c23 : c01,
+                                                    _mm512_loadu_si512(x[i].q + 256 * k + 32 * g));
+                    acc[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_mul_ps(scl, pair_lanes(dx16[i], g / 2)), acc[i]);
+                }
+            }
+        }
+    }
+    for (int i = 0; i < 4; i++) out[i] = hsum16(acc[i]) - 32.0f * hsum16(accb[i]);
+}
+
+br_qdot4_fn br_qdot4_avx512(br_wtype wt) {
+    switch (wt) {
+    case BR_W_Q4_K: return z4_q4_k;
+    case BR_W_Q6_K: return z4_q6_k;
+    case BR_W_Q8_0: return z4_q8_0;
+    default: return NULL;
+    }
+}
