@@ -573,7 +573,6 @@ void br_gguf_w_arr_str(br_gguf_writer *w, const char *key, const char *const *st
     br_gguf_w_arr_strn(w, key, strs, NULL, n);
 }
 
-void br_gguf_w_tensor(br_gguf_writer *w, const char *name, br_dtype type, uint32_t n_dims, const uint64_t *ne) {
 void br_gguf_w_kv(br_gguf_writer *w, const br_gguf_kv *kv) {
     meta_strn(w, kv->key.ptr, kv->key.len);
     meta_u32(w, kv->type);
@@ -599,6 +598,7 @@ void br_gguf_w_kv(br_gguf_writer *w, const br_gguf_kv *kv) {
     }
 }
 
+void br_gguf_w_tensor(br_gguf_writer *w, const char *name, br_dtype type, uint32_t n_dims, const uint64_t *ne) {
     if (w->failed) return;
     uint64_t nel = 1;
     for (uint32_t d = 0; d < n_dims; d++) nel *= ne[d];
