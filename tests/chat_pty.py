@@ -248,9 +248,11 @@ class Screen:
 
 
 def narrow_utf8():
-    c = Chat(cols=20)
+    # starts wide, then the window shrinks to 20 columns (SIGWINCH) before the line is typed
+    c = Chat(cols=80)
     c.wait_for(PROMPT)
-    c.read(0.2)
+    fcntl.ioctl(c.fd, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 20, 0, 0))
+    c.read(0.3)
     text = "h\u00e9llo w\u00f6rld \u65e5\u672c\u8a9e \u30c6\u30b9\u30c8 caf\u00e9 na\u00efve end"
     c.send(text.encode())
     # edits: three lefts (before "end"), a backspace (the space before it)
@@ -262,7 +264,10 @@ def narrow_utf8():
     scr.feed(c.out)
     # the rows from the prompt's row down, joined, must read "> " + the edited text
     rows = sorted(scr.rows)
-    first = max(r for r in rows if scr.line(r).startswith("> "))
+    prompts = [r for r in rows if scr.line(r).startswith("> ")]
+    check(len(prompts) == 1, "redrawing left no stale copy of the line on the screen (%d rows start with '> ')"
+          % len(prompts))
+    first = prompts[-1]
     shown = "".join(
         "".join(scr.rows.get(r, {}).get(k, " ") for k in range(20)) for r in range(first, max(rows) + 1)
     )
@@ -277,8 +282,8 @@ def narrow_utf8():
             col = 0
         expect_cells += ch
         col = (col + w) % 20 if col + w < 20 else 0
-    check(shown == expect_cells, "a 20-column terminal shows the edited UTF-8 line unbroken\n  got  %r\n  want %r"
-          % (shown, expect_cells))
+    check(shown == expect_cells, "a terminal resized to 20 columns shows the edited UTF-8 line unbroken (%r)"
+          % shown)
     c.send(b"\r")
     c.wait_for(rb"\r\n[^\r\n]{2,}", 20)
     c.send(b"\x03")
@@ -370,14 +375,19 @@ def prefill_ctrl_c():
     _, seen = c.wait_for(rb"reprocessed[^\n]*\n[^>]*> ")
     before = re.search(rb"tokens +(\d+) of", seen).group(1)
     text = " ".join("word%d is here" % i for i in range(700)).encode()
-    c.send(b"\x1b[200~" + text + b"\x1b[201~")
-    c.read(0.3)
-    c.send(b"\r")
-    time.sleep(0.3)
-    c.send(b"\x03")
-    dt, seen = c.wait_for(rb"\[stopped[^\]]*\][^>]*> ", 20)
-    check(b"not sent" in seen and dt < 0.2, "Ctrl-C during a long prefill drops the turn within 200 ms (%.0f ms)"
-          % (dt * 1e3))
+    times, dropped = [], True
+    for attempt in range(3):
+        c.send(b"\x1b[200~" + text + b"\x1b[201~")
+        c.read(0.3)
+        c.send(b"\r")
+        time.sleep(0.3)
+        c.send(b"\x03")
+        dt, seen = c.wait_for(rb"\[stopped[^\]]*\][^>]*> ", 20)
+        times.append(dt)
+        dropped = dropped and b"not sent" in seen
+    times.sort()
+    check(dropped and times[1] < 0.2, "Ctrl-C during a long prefill drops the turn within 200 ms (median of 3: "
+          "%.0f ms; all %s)" % (times[1] * 1e3, ", ".join("%.0f" % (t * 1e3) for t in times)))
     c.send(b"/stats\r")
     _, seen = c.wait_for(rb"reprocessed[^\n]*\n[^>]*> ")
     after = re.search(rb"tokens +(\d+) of", seen).group(1)
@@ -387,16 +397,12 @@ def prefill_ctrl_c():
     check(c.finish() == 0, "exit 0 after the stopped prefill")
 
 
-piped_mode()
-save_load()
-regen_undo()
-context_limit()
-options()
-streaming_and_ctrl_c()
-prefill_ctrl_c()
-signals_restore()
-crash_restores()
-narrow_utf8()
-editing()
+ALL = [piped_mode, save_load, regen_undo, context_limit, options, streaming_and_ctrl_c, prefill_ctrl_c,
+       signals_restore, crash_restores, narrow_utf8, editing]
+# CHAT_PTY_ONLY=name,name runs only those (for looking at one behaviour again)
+only = os.environ.get("CHAT_PTY_ONLY")
+for f in ALL:
+    if not only or f.__name__ in only.split(","):
+        f()
 print("%d failure(s)" % len(failures))
 sys.exit(1 if failures else 0)
