@@ -322,6 +322,10 @@ float br_k_softplus(float x) {
 
 void br_k_conv_silu(float *out, const float *x, int ldx, float *win, const float *w, const float *bias, int T,
                     int d, int k) {
+    if (g_isa >= BR_ISA_AVX2 && k >= 1 && k <= BR_CONV_MAXK) {
+        br_avx2_conv_silu(out, x, ldx, win, w, bias, T, d, k);
+        return;
+    }
     for (int t = 0; t < T; t++) {
         const float *xt = x + (size_t)t * ldx;
         float *ot = out + (size_t)t * d;

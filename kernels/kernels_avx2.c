@@ -95,3 +95,60 @@ void br_avx2_scan(float *y, float *h, const float *x, const float *delta, const 
         }
     }
 }
+
+/* silu(s) = s / (1 + e^-s) from e = e^-|s| (exp8's domain): s / (1 + e) for s >= 0, s e / (1 + e) below. */
+static inline __m256 silu8(__m256 s) {
+    __m256 e = exp8(_mm256_sub_ps(_mm256_setzero_ps(), _mm256_andnot_ps(_mm256_set1_ps(-0.0f), s)));
+    __m256 r = _mm256_div_ps(_mm256_set1_ps(1.0f), _mm256_add_ps(_mm256_set1_ps(1.0f), e));
+    __m256 neg = _mm256_cmp_ps(s, _mm256_setzero_ps(), _CMP_LT_OQ);
+    return _mm256_mul_ps(_mm256_mul_ps(s, r), _mm256_blendv_ps(_mm256_set1_ps(1.0f), e, neg));
+}
+
+/* The causal conv across 8 channels at a time: the k taps and the k-1 window values of a block of
+ * channels stay in registers over 16 steps (whose rows of x stay in cache while every block of channels
+ * passes over them); the last d % 8 channels take the scalar loop. */
+static void conv_rows(float *out, const float *x, int ldx, float *win, const float *w, const float *bias, int T,
+                      int d, int k);
+
+void br_avx2_conv_silu(float *out, const float *x, int ldx, float *win, const float *w, const float *bias, int T,
+                       int d, int k) {
+    for (int t0 = 0; t0 < T; t0 += 16) {
+        int n = T - t0 < 16 ? T - t0 : 16;
+        conv_rows(out + (size_t)t0 * d, x + (size_t)t0 * ldx, ldx, win, w, bias, n, d, k);
+    }
+}
+
+static void conv_rows(float *out, const float *x, int ldx, float *win, const float *w, const float *bias, int T,
+                      int d, int k) {
+    __m256 wv[BR_CONV_MAXK], h[BR_CONV_MAXK];
+    int c = 0;
+    for (; c + 8 <= d; c += 8) {
+        const __m256i idx = _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), _mm256_set1_epi32(k));
+        for (int j = 0; j < k; j++) wv[j] = _mm256_i32gather_ps(w + (size_t)c * k + j, idx, 4);
+        for (int j = 0; j < k - 1; j++) h[j] = _mm256_loadu_ps(win + (size_t)j * d + c);
+        __m256 b = _mm256_loadu_ps(bias + c);
+        for (int t = 0; t < T; t++) {
+            __m256 xt = _mm256_loadu_ps(x + (size_t)t * ldx + c), s = b;
+            for (int j = 0; j < k - 1; j++) s = _mm256_fmadd_ps(wv[j], h[j], s);
+            s = _mm256_fmadd_ps(wv[k - 1], xt, s);
+            _mm256_storeu_ps(out + (size_t)t * d + c, silu8(s));
+            for (int j = 0; j + 1 < k - 1; j++) h[j] = h[j + 1];
+            if (k > 1) h[k - 2] = xt;
+        }
+        for (int j = 0; j < k - 1; j++) _mm256_storeu_ps(win + (size_t)j * d + c, h[j]);
+    }
+    for (; c < d; c++) {
+        float hs[BR_CONV_MAXK];
+        const float *wc = w + (size_t)c * k;
+        for (int j = 0; j < k - 1; j++) hs[j] = win[(size_t)j * d + c];
+        for (int t = 0; t < T; t++) {
+            float xt = x[(size_t)t * ldx + c], s = bias[c];
+            for (int j = 0; j < k - 1; j++) s += wc[j] * hs[j];
+            s += wc[k - 1] * xt;
+            out[(size_t)t * d + c] = s / (1.0f + expf(-s));
+            for (int j = 0; j + 1 < k - 1; j++) hs[j] = hs[j + 1];
+            if (k > 1) hs[k - 2] = xt;
+        }
+        for (int j = 0; j < k - 1; j++) win[(size_t)j * d + c] = hs[j];
+    }
+}

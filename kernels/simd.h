@@ -7,6 +7,9 @@
 
 void br_avx2_to_f32(br_wtype t, const void *src, float *dst, size_t n);
 float br_avx2_dot(br_wtype wt, const void *w, const float *x, int n);
+#define BR_CONV_MAXK 16 /* longer conv kernels take the scalar path */
+void br_avx2_conv_silu(float *out, const float *x, int ldx, float *win, const float *w, const float *bias, int T,
+                       int d, int k);
 void br_avx2_scan(float *y, float *h, const float *x, const float *delta, const float *A, const float *B,
                   const float *C, int ldbc, const float *D, int T, int d, int n, int c0, int c1);
 
