@@ -276,14 +276,20 @@ static void batch_matches_alone(void **st) {
         assert_int_equal(br_ctx_decode(g_ctx, it, NS, &err), BR_OK);
         for (int i = 0; i < NS; i++) {
             assert_int_equal(br_ctx_eval(g_ctx, alone[i], it[i].tokens, it[i].n, la[i], false, &err), BR_OK);
-            double d = max_diff(lb[i], la[i], (size_t)V);
+            /* relative to the row's largest logit: a step of many rows goes through BLAS sgemm, a lone
+             * decode token through per-row dot products, and the two sum in different orders */
+            double scale = 1;
+            for (int v = 0; v < V; v++)
+                if (fabs(la[i][v]) > scale) scale = fabs(la[i][v]);
+            double d = max_diff(lb[i], la[i], (size_t)V) / scale;
             if (d > worst) worst = d;
-            if (d > 1e-5) fail_msg("round %d, sequence %d: batched logits differ from alone by %.3g", round, i, d);
+            if (d > 1e-5)
+                fail_msg("round %d, sequence %d: batched logits differ from alone by %.3g of the largest", round, i, d);
             at[i] += it[i].n;
             assert_int_equal(br_seq_n_past(b[i]), at[i]);
         }
     }
-    print_message("batch of %d: max |diff| against each alone %.2e\n", NS, worst);
+    print_message("batch of %d: max |diff| against each alone %.2e of the largest logit\n", NS, worst);
     /* checked before anything runs: one sequence twice, or past its context */
     br_batch_item twice[2] = {{b[0], g_toks, 1, NULL, false}, {b[0], g_toks, 1, NULL, false}};
     assert_int_equal(br_ctx_decode(g_ctx, twice, 2, &err), BR_EINVAL);
@@ -457,8 +463,8 @@ static void window_kernel_against_naive(void **st) {
         kb[b] = malloc(BLK * HD * sizeof(float));
         vb[b] = malloc(BLK * HD * sizeof(float));
         for (int i = 0; i < BLK * HD; i++) {
-            kb[b][i] = (float)rand() / RAND_MAX * 2 - 1;
-            vb[b][i] = (float)rand() / RAND_MAX * 2 - 1;
+            kb[b][i] = (float)rand() / (float)RAND_MAX * 2 - 1;
+            vb[b][i] = (float)rand() / (float)RAND_MAX * 2 - 1;
         }
     }
     /* blocks wholly before the first query's window are never read: make them poison */
@@ -468,7 +474,7 @@ static void window_kernel_against_naive(void **st) {
         kb[b] = vb[b] = NULL;
     }
     float q[30 * HD], out[30 * HD];
-    for (int i = 0; i < n * HD; i++) q[i] = (float)rand() / RAND_MAX * 2 - 1;
+    for (int i = 0; i < n * HD; i++) q[i] = (float)rand() / (float)RAND_MAX * 2 - 1;
     float *scr = malloc(br_k_attn_scratch_floats(n, BLK, HD) * sizeof(float));
     br_k_attn_head(out, HD, q, HD, kb, vb, 0, HD, BLK, n, pos0, W, HD, 0.5f, scr);
     double worst = 0;
