@@ -363,6 +363,14 @@ def options():
     check(p.returncode == 2, "--system and --system-file together are a usage error")
     rc, out, err = piped(["/load " + TMP + "/missing"])
     check(rc == 0 and "cannot read" in err, "/load of a missing file says so and the chat goes on")
+    # a damaged transcript (a role no template knows, a length past the end, cut short) is refused whole
+    good = open(TMP + "/sys.session.chat", encoding="utf-8").read()
+    for bad in [good.replace("system 14", "wizard 14"), good.replace("system 14", "system 99999"),
+                good[: len(good) // 2], "braid-chat 2\n" + good.split("\n", 1)[1]]:
+        open(TMP + "/sys.session.chat", "w", encoding="utf-8").write(bad)
+        rc, out, err = piped(["/load " + TMP + "/sys.session", "/stats"], "-n", "4")
+        check(rc == 0 and "not a braid chat transcript" in err and re.search(r"tokens +0 of", out),
+              "a damaged FILE.chat is refused and nothing is loaded")
 
 
 def prefill_ctrl_c():

@@ -483,7 +483,8 @@ static bool load_session(chat *c, const char *path, br_err *err) {
     ok = ok && fscanf(f, " messages %d", &n_msgs) == 1 && n_msgs >= 0 && n_msgs < (1 << 24);
     for (int i = 0; ok && i < n_msgs; i++) {
         size_t len;
-        ok = fscanf(f, " %31s %zu", role, &len) == 2 && fgetc(f) == '\n' && len < (1u << 30);
+        ok = fscanf(f, " %31s %zu", role, &len) == 2 && fgetc(f) == '\n' && len < (1u << 30) &&
+             (!strcmp(role, "system") || !strcmp(role, "user") || !strcmp(role, "assistant") || !strcmp(role, "tool"));
         char *t = ok ? malloc(len + 1) : NULL;
         ok = ok && t && fread(t, 1, len, f) == len;
         if (ok) ok = push_msg(&tmp, role, t, len);
