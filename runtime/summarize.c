@@ -113,7 +113,7 @@ static br_status encode_segment(br_doc *d, const char *s, size_t n, br_err *err)
             d->cap_ready = cap;
         }
     }
-    memcpy(d->ready + d->r1, ids + skip, (k - skip) * sizeof *ids);
+    if (k > skip) memcpy(d->ready + d->r1, ids + skip, (k - skip) * sizeof *ids);
     d->r1 += k - skip;
     free(ids);
     return BR_OK;
@@ -301,7 +301,7 @@ br_status br_doc_finish(br_doc *d, br_err *err) {
 size_t br_doc_take(br_doc *d, int32_t *out, size_t max) {
     size_t k = d->r1 - d->r0;
     if (k > max) k = max;
-    memcpy(out, d->ready + d->r0, k * sizeof *out);
+    if (k) memcpy(out, d->ready + d->r0, k * sizeof *out);
     d->r0 += k;
     return k;
 }
@@ -679,8 +679,8 @@ static br_status run_group(run *r, group *g, int first_section, tokvec *out, br_
 static int section_from_tokens(run *r, group *g, int i, const int32_t *src, int n) {
     const br_summ_params *p = r->p;
     int32_t *pr = g->prompt[i];
-    memcpy(pr, p->head, (size_t)p->n_head * sizeof *pr);
-    memcpy(pr + p->n_head, src, (size_t)n * sizeof *pr);
+    if (p->n_head) memcpy(pr, p->head, (size_t)p->n_head * sizeof *pr);
+    if (n) memcpy(pr + p->n_head, src, (size_t)n * sizeof *pr);
     memcpy(pr + p->n_head + n, p->tail, (size_t)p->n_tail * sizeof *pr);
     g->len[i] = p->n_head + n + p->n_tail;
     return n;
