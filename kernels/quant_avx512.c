@@ -14,32 +14,51 @@ static inline __m512 pair_lanes(__m512 v8, int c) {
     return _mm512_permutexvar_ps(_mm512_add_epi32(idx, _mm512_set1_epi32(2 * c)), v8);
 }
 
-static float z_q4_k(const void *w, br_q8x_view x, int n) {
-    const br_blk_q4_k *b = w;
+/* Q4_K and Q5_K: [low nibbles | high nibbles] of qs[32c..32c+31] against q8x blocks 2c, 2c+1; Q5_K's
+ * fifth bits are bits 2c and 2c+1 of qh[0..31]. */
+static inline __m512i q45_codes(const uint8_t *qs, const uint8_t *qh, int c) {
+    const __m512i m4 = _mm512_set1_epi8(15);
+    const __m512i sh = _mm512_set_epi64(4, 4, 4, 4, 0, 0, 0, 0);
+    __m512i q = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(qs + 32 * c)));
+    q = _mm512_and_si512(_mm512_srlv_epi64(q, sh), m4);
+    if (qh) {
+        __m512i h = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)qh));
+        __m512i hs = _mm512_set_epi64(2 * c + 1, 2 * c + 1, 2 * c + 1, 2 * c + 1, 2 * c, 2 * c, 2 * c, 2 * c);
+        h = _mm512_and_si512(_mm512_srlv_epi64(h, hs), _mm512_set1_epi8(1));
+        q = _mm512_or_si512(q, _mm512_slli_epi16(h, 4));
+    }
+    return q;
+}
+
+static inline float zq45(const void *blocks, size_t bsz, bool five, br_q8x_view x, int n) {
+    const uint8_t *base = blocks;
     __m512 acc = _mm512_setzero_ps();
     __m256 accm = _mm256_setzero_ps();
-    const __m512i m4 = _mm512_set1_epi8(15);
-    const __m512i sh = _mm512_set_epi64(4, 4, 4, 4, 0, 0, 0, 0); /* low half: low nibbles, high half: high */
-    for (int k = 0; k < n / 256; k++, b++) {
+    for (int k = 0; k < n / 256; k++) {
+        const uint8_t *blk = base + (size_t)k * bsz;
+        uint16_t d16, dm16;
+        memcpy(&d16, blk, 2);
+        memcpy(&dm16, blk + 2, 2);
+        const uint8_t *scales = blk + 4, *qh = five ? blk + 16 : NULL, *qs = five ? blk + 48 : blk + 16;
         uint64_t sc, mn;
-        br_k4_unpack(b->scales, &sc, &mn);
+        br_k4_unpack(scales, &sc, &mn);
         __m256 dx = _mm256_loadu_ps(x.d + 8 * k), ds = _mm256_loadu_ps(x.ds + 8 * k);
         __m256 s8 = _mm256_mul_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_cvtsi64_si128((long long)sc))),
-                                                dx), _mm256_set1_ps(f16(b->d)));
+                                                dx), _mm256_set1_ps(f16(d16)));
         __m256 m8 = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_cvtsi64_si128((long long)mn)));
-        accm = _mm256_fmadd_ps(_mm256_mul_ps(m8, ds), _mm256_set1_ps(f16(b->dmin)), accm);
+        accm = _mm256_fmadd_ps(_mm256_mul_ps(m8, ds), _mm256_set1_ps(f16(dm16)), accm);
         __m512 s16 = _mm512_castps256_ps512(s8);
         const int8_t *xq = x.q + 256 * k;
         for (int c = 0; c < 4; c++) {
-            /* qs[32c..32c+31] in both halves; the high half shifted so it holds the high nibbles */
-            __m512i q = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(b->qs + 32 * c)));
-            q = _mm512_and_si512(_mm512_srlv_epi64(q, sh), m4);
-            __m512i s = _mm512_dpbusd_epi32(_mm512_setzero_si512(), q, _mm512_loadu_si512(xq + 64 * c));
+            __m512i s = _mm512_dpbusd_epi32(_mm512_setzero_si512(), q45_codes(qs, qh, c), _mm512_loadu_si512(xq + 64 * c));
             acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), pair_lanes(s16, c), acc);
         }
     }
     return hsum16(acc) - hsum8(accm);
 }
+
+static float z_q4_k(const void *w, br_q8x_view x, int n) { return zq45(w, sizeof(br_blk_q4_k), false, x, n); }
+static float z_q5_k(const void *w, br_q8x_view x, int n) { return zq45(w, sizeof(br_blk_q5_k), true, x, n); }
 
 static float z_q6_k(const void *w, br_q8x_view x, int n) {
     const br_blk_q6_k *b = w;
@@ -112,6 +131,7 @@ static float z_q8_0(const void *w, br_q8x_view x, int n) {
 br_qdot_fn br_qdot_avx512(br_wtype wt) {
     switch (wt) {
     case BR_W_Q4_K: return z_q4_k;
+    case BR_W_Q5_K: return z_q5_k;
     case BR_W_Q6_K: return z_q6_k;
     case BR_W_Q8_0: return z_q8_0;
     default: return br_qdot_vnni256(wt);
@@ -122,28 +142,30 @@ br_qdot_fn br_qdot_avx512(br_wtype wt) {
  * The weight codes are unpacked once and used for all four (a fifth row starts a new pass); rows past
  * the last are given as copies of it by the caller and their results dropped. */
 
-static void z4_q4_k(const void *w, const br_q8x_view *x, int n, float *out) {
-    const br_blk_q4_k *b = w;
+static inline void z4q45(const void *blocks, size_t bsz, bool five, const br_q8x_view *x, int n, float *out) {
+    const uint8_t *base = blocks;
     __m512 acc[4];
     __m256 accm[4];
     for (int i = 0; i < 4; i++) { acc[i] = _mm512_setzero_ps(); accm[i] = _mm256_setzero_ps(); }
-    const __m512i m4 = _mm512_set1_epi8(15);
-    const __m512i sh = _mm512_set_epi64(4, 4, 4, 4, 0, 0, 0, 0);
-    for (int k = 0; k < n / 256; k++, b++) {
+    for (int k = 0; k < n / 256; k++) {
+        const uint8_t *blk = base + (size_t)k * bsz;
+        uint16_t d16, dm16;
+        memcpy(&d16, blk, 2);
+        memcpy(&dm16, blk + 2, 2);
+        const uint8_t *scales = blk + 4, *qh = five ? blk + 16 : NULL, *qs = five ? blk + 48 : blk + 16;
         uint64_t sc, mn;
-        br_k4_unpack(b->scales, &sc, &mn);
+        br_k4_unpack(scales, &sc, &mn);
         __m256 sd = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_cvtsi64_si128((long long)sc))),
-                                  _mm256_set1_ps(f16(b->d)));
+                                  _mm256_set1_ps(f16(d16)));
         __m256 md = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_cvtsi64_si128((long long)mn))),
-                                  _mm256_set1_ps(f16(b->dmin)));
+                                  _mm256_set1_ps(f16(dm16)));
         __m512 s16[4];
         for (int i = 0; i < 4; i++) {
             s16[i] = _mm512_castps256_ps512(_mm256_mul_ps(sd, _mm256_loadu_ps(x[i].d + 8 * k)));
             accm[i] = _mm256_fmadd_ps(md, _mm256_loadu_ps(x[i].ds + 8 * k), accm[i]);
         }
         for (int c = 0; c < 4; c++) {
-            __m512i q = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(b->qs + 32 * c)));
-            q = _mm512_and_si512(_mm512_srlv_epi64(q, sh), m4);
+            __m512i q = q45_codes(qs, qh, c);
             for (int i = 0; i < 4; i++) {
                 __m512i s = _mm512_dpbusd_epi32(_mm512_setzero_si512(), q, _mm512_loadu_si512(x[i].q + 256 * k + 64 * c));
                 acc[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), pair_lanes(s16[i], c), acc[i]);
@@ -152,6 +174,9 @@ static void z4_q4_k(const void *w, const br_q8x_view *x, int n, float *out) {
     }
     for (int i = 0; i < 4; i++) out[i] = hsum16(acc[i]) - hsum8(accm[i]);
 }
+
+static void z4_q4_k(const void *w, const br_q8x_view *x, int n, float *out) { z4q45(w, sizeof(br_blk_q4_k), false, x, n, out); }
+static void z4_q5_k(const void *w, const br_q8x_view *x, int n, float *out) { z4q45(w, sizeof(br_blk_q5_k), true, x, n, out); }
 
 static void z4_q8_0(const void *w, const br_q8x_view *x, int n, float *out) {
     const br_blk_q8_0 *b = w;
@@ -230,6 +255,7 @@ static void z4_q6_k(const void *w, const br_q8x_view *x, int n, float *out) {
 br_qdot4_fn br_qdot4_avx512(br_wtype wt) {
     switch (wt) {
     case BR_W_Q4_K: return z4_q4_k;
+    case BR_W_Q5_K: return z4_q5_k;
     case BR_W_Q6_K: return z4_q6_k;
     case BR_W_Q8_0: return z4_q8_0;
     default: return NULL;
