@@ -6,10 +6,11 @@ candidate's tokens and verifier questions, as braid counts them) and the wall ti
 load, search and every verifier process included).
 
   scripts/eval_search.py [--braid build/tools/braid] [--model models/arith-jamba.gguf] [--problems 500]
-                         [--large 500] [--jobs 2] [--only greedy,sc4,...] [--csv F] [--plot F.png]
+                         [--search 500] [--large 500] [--jobs 2] [--only greedy,sc4,...] [--csv F] [--plot F.png]
 
---large caps the problems for the costliest rows (N = 64, W = 16), which run a verifier process per
-candidate per step; the table says how many each row used.
+--search and --large cap the problems (the first ones of the same set) for the search rows and for the
+costliest of them (N = 64, step beam W = 16, which runs a verifier process per candidate per step), so the
+table fits a few minutes on a busy machine; the table says how many each row used.
 """
 import argparse
 import concurrent.futures as cf
@@ -62,7 +63,8 @@ def main():
     ap.add_argument("--braid", default="build/tools/braid")
     ap.add_argument("--model", default="models/arith-jamba.gguf")
     ap.add_argument("--problems", type=int, default=500)
-    ap.add_argument("--large", type=int, default=500, help="problems for the N = 64 and W = 16 rows")
+    ap.add_argument("--search", type=int, default=500, help="problems for the search rows (the first of the set)")
+    ap.add_argument("--large", type=int, default=500, help="problems for the N = 64 rows and the step beam at W = 16")
     ap.add_argument("--k", type=int, default=4, help="operands per problem")
     ap.add_argument("--seed", type=int, default=20261202, help="held-out problems (training used other seeds)")
     ap.add_argument("--jobs", type=int, default=2)
@@ -79,7 +81,8 @@ def main():
     for rid, name, n, extra in configs():
         if only and rid not in only:
             continue
-        probs = problems[:a.large] if n >= 16 and (rid.startswith("step") or n >= 64) else problems
+        large = n >= 64 or (rid.startswith("step") and n >= 16)
+        probs = problems if rid == "greedy" else problems[:a.large] if large else problems[:a.search]
         with cf.ThreadPoolExecutor(a.jobs) as ex:
             res = list(ex.map(lambda ip: run_one(a.braid, a.model, ip[1], extra, 1000 + ip[0]), enumerate(probs)))
         acc = sum(r[0] for r in res) / len(res)
