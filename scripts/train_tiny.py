@@ -316,7 +316,7 @@ class JambaLM(nn.Module):
 def save_safetensors(path, tensors):
     header, blobs, off = {}, [], 0
     for name in sorted(tensors):
-        a = tensors[name].detach().to(torch.float32).contiguous().numpy().astype("<f4")
+        a = tensors[name].detach().to("cpu", torch.float32).contiguous().numpy().astype("<f4")
         b = a.tobytes()
         header[name] = {"dtype": "F32", "shape": list(a.shape), "data_offsets": [off, off + len(b)]}
         blobs.append(b)
@@ -479,6 +479,8 @@ def evaluate(model, data, T, max_seqs, bs):
             idx = wins[i:i + bs]
             x = torch.stack([torch.from_numpy(data[j * T:j * T + T].astype(np.int64)) for j in idx])
             y = torch.stack([torch.from_numpy(data[j * T + 1:j * T + T + 1].astype(np.int64)) for j in idx])
+            dev = next(model.parameters()).device
+            x, y = x.to(dev), y.to(dev)
             logits = model(x)
             tot += F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1), reduction="sum").item()
             cnt += y.numel()
@@ -551,7 +553,7 @@ def train(args):
     ckpt_path = os.path.join(args.out, "ckpt.pt")
     step, rng_seed, total_steps = 0, args.seed, None
     if args.resume and os.path.exists(ckpt_path):
-        ck = torch.load(ckpt_path)
+        ck = torch.load(ckpt_path, map_location="cpu")
         cfg = ck["cfg"]
         model = JambaLM(cfg)
         model.load_state_dict(ck["model"])
@@ -562,6 +564,9 @@ def train(args):
         model = JambaLM(cfg)
         model.init_weights(args.seed)
         ck = None
+    # --device cuda: the same code on a GPU machine (weights initialised on the CPU first, so a seed gives
+    # the same model on either); the optimiser state follows the parameters when loaded below.
+    model.to(args.device)
     nparam = sum(p.numel() for p in model.parameters())
     log(args, "config: %s" % json.dumps({k: cfg[k] for k in (
         "vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
@@ -619,7 +624,7 @@ def train(args):
             s0 = int(rng.integers(0, len(src) - T - 1))
             rows.append(src[s0:s0 + T + 1])
         batch = np.stack(rows).astype(np.int64)
-        x, y = torch.from_numpy(batch[:, :-1]), torch.from_numpy(batch[:, 1:])
+        x, y = torch.from_numpy(batch[:, :-1]).to(args.device), torch.from_numpy(batch[:, 1:]).to(args.device)
         logits = model(x)
         loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
         opt.zero_grad(set_to_none=True)
@@ -753,6 +758,7 @@ def main():
     ap.add_argument("--threads", type=int, default=2, help="max torch threads (drops to 1 when CPU is contended)")
     ap.add_argument("--chat-frac", type=float, default=0.0,
                     help="fraction of batch rows drawn from chat_train.txt (ChatML conversations)")
+    ap.add_argument("--device", default="cpu", help="torch device for training (cpu, cuda)")
     ap.add_argument("--resume", action="store_true")
     ap.add_argument("--selftest", action="store_true")
     ap.add_argument("--export", metavar="DIR", help="export build/train/ckpt.pt (under --out) as HF dir")
@@ -767,7 +773,7 @@ def main():
             ap.error("--dump-logits needs --tokens-from")
         dump_logits(args.dump_logits[0], args.dump_logits[1], args.tokens_from)
     elif args.export:
-        ck = torch.load(os.path.join(args.out, "ckpt.pt"))
+        ck = torch.load(os.path.join(args.out, "ckpt.pt"), map_location="cpu")
         model = JambaLM(ck["cfg"])
         model.load_state_dict(ck["model"])
         export_hf(model, args.export, args.tokenizer)
