@@ -611,6 +611,30 @@ typedef struct group {
     br_sampler **smp;
 } group;
 
+/* A section's summary is kept as tokens, so the stop text is looked for in their decoding: once it
+ * appears the summary is cut back to the tokens that end before it (*stop). Summaries are short, so
+ * decoding the whole of one each step costs nothing next to the step. */
+static br_status cut_at_stop_text(run *r, const int32_t *ids, int *n, bool *stop, br_err *err) {
+    const char *stx = r->p->stop_text;
+    if (!stx || !*stx) return BR_OK;
+    char *txt;
+    size_t len;
+    br_status st = br_tok_decode(r->tok, ids, (size_t)*n, &txt, &len, err);
+    if (st) return st;
+    char *hit = memmem(txt, len, stx, strlen(stx));
+    size_t at = hit ? (size_t)(hit - txt) : 0;
+    free(txt);
+    if (!hit) return BR_OK;
+    *stop = true;
+    for (int k = *n - 1; k >= 0; k--) { /* the longest prefix whose text ends before the stop text */
+        if ((st = br_tok_decode(r->tok, ids, (size_t)k, &txt, &len, err))) return st;
+        free(txt);
+        if (len <= at) { *n = k; return BR_OK; }
+    }
+    *n = 0;
+    return BR_OK;
+}
+
 static br_status run_group(run *r, group *g, int first_section, tokvec *out, br_err *err) {
     const br_summ_params *p = r->p;
     size_t V = (size_t)r->n_vocab;
@@ -657,6 +681,9 @@ static br_status run_group(run *r, group *g, int first_section, tokvec *out, br_
             if (t < 0) { live[i] = false; continue; }
             br_sampler_accept(g->smp[i], t);
             g->sum[i][g->n_sum[i]++] = t;
+            bool stop = false;
+            if ((st = cut_at_stop_text(r, g->sum[i], &g->n_sum[i], &stop, err))) return st;
+            if (stop) { live[i] = false; continue; }
             if (step + 1 == p->max_summary) continue;
             items[k++] = (br_batch_item){g->seq[i], &g->sum[i][g->n_sum[i] - 1], 1, g->logits + (size_t)i * V, false};
         }
