@@ -12,6 +12,8 @@ for a in "$@"; do
     pkgs+=(chromium)
     # nginx for the load-balancer configuration of docs/DEPLOY.md (tests/deploy_test.sh)
     pkgs+=(nginx-light)
+    # clang and its libFuzzer runtime: the clang build and the fuzzers in tests/fuzz
+    pkgs+=(clang-14 libclang-rt-14-dev)
   elif [[ "$a" == "--train" ]]; then
     # the bundled model's pipeline: PyTorch trainer, SentencePiece trainer/encoder (CLI and Python)
     pkgs+=(python3-torch python3-numpy python3-sentencepiece sentencepiece)

@@ -37,3 +37,21 @@ rm -f "$b-nocmocka/CMakeCache.txt" # pkg-config results are cached: look again
 PKG_CONFIG_LIBDIR=$pcdir cmake -S . -B "$b-nocmocka" -DCMAKE_BUILD_TYPE=Release >/dev/null
 PKG_CONFIG_LIBDIR=$pcdir cmake --build "$b-nocmocka" -j "$jobs" --target braid >/dev/null
 "$b-nocmocka/tools/braid" --version
+
+# clang: the whole project with -Werror and the libFuzzer harnesses (ASan + UBSan, every library
+# instrumented); in that build, every committed seed and reproducer replayed and the hostile-file
+# tests (the whole suite already ran twice above), then each fuzzer for BRAID_FUZZ_SECONDS (default
+# 60) from the committed seeds. docs/RELIABILITY.md says more.
+cc=$(command -v clang || command -v clang-14 || true)
+cxx=$(command -v clang++ || command -v clang++-14 || true)
+if [[ -z $cc || -z $cxx ]]; then
+  echo "== SKIPPED: clang build and fuzzers: no clang/clang++ (scripts/deps.sh --tests installs clang-14)"
+else
+  echo "== clang build (fuzzers, ASan + UBSan), reproducers"
+  CC=$cc CXX=$cxx cmake -S . -B "$b-fuzz" -DBRAID_WERROR=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo -DBRAID_FUZZ=ON >/dev/null
+  cmake --build "$b-fuzz" -j "$jobs"
+  ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+    ctest --test-dir "$b-fuzz" --output-on-failure -j "$jobs" -R '^(fuzz_replay_|hostile_)'
+  echo "== fuzzers, ${BRAID_FUZZ_SECONDS:-60} s each"
+  CC=$cc CXX=$cxx tests/fuzz/campaign.sh -t "${BRAID_FUZZ_SECONDS:-60}" -b "$b-fuzz"
+fi

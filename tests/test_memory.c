@@ -22,9 +22,19 @@ static uint64_t rss_bytes(void) { return br_proc_mem_now().anon; }
 
 static uint64_t accounted(const br_mem *m) { return m->kv + m->ssm + m->scratch; }
 
+/* gcc says ASan with __SANITIZE_ADDRESS__; clang 14 only through __has_feature */
+#if defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define BR_CLANG_ASAN 1
+#endif
+#endif
+#ifndef BR_CLANG_ASAN
+#define BR_CLANG_ASAN 0
+#endif
+
 static void accounting_tracks_rss(void **s) {
     (void)s;
-#if defined(__SANITIZE_ADDRESS__)
+#if defined(__SANITIZE_ADDRESS__) || BR_CLANG_ASAN
     /* ASan's shadow memory and quarantine change the resident set by design. */
     skip();
 #endif
