@@ -9,12 +9,15 @@ here=$(cd "$(dirname "$0")" && pwd)
 nginx=$(command -v nginx || echo /usr/sbin/nginx)
 if [[ ! -x $nginx ]]; then echo "SKIP: no nginx (scripts/deps.sh --tests installs nginx-light)"; exit 0; fi
 rm -rf "$work"; mkdir -p "$work"
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done; [[ -f $work/nginx.pid ]] && kill "$(cat "$work/nginx.pid")" 2>/dev/null; }
+# start runs in a command substitution (a subshell), so the servers' pids go to files, not a variable
+cleanup() {
+  for f in "$work"/*.serve-pid "$work/nginx.pid"; do [[ -f $f ]] && kill "$(cat "$f")" 2>/dev/null; done
+  return 0
+}
 trap cleanup EXIT
 start() { # NAME -> port
   "$braid" serve -m "$model" --port 0 -np 2 >"$work/$1.log" 2>&1 &
-  pids+=($!)
+  echo $! >"$work/$1.serve-pid"
   for _ in $(seq 600); do
     p=$(grep -o 'listening on http://127.0.0.1:[0-9]*' "$work/$1.log" | grep -o '[0-9]*$') && { echo "$p"; return; }
     sleep 0.05
