@@ -665,6 +665,8 @@ br_status br_search_run(br_ctx *ctx, const br_seq *prompt, const float *prompt_l
     if (have_re) regfree(&re);
     free(s.scratch);
     free(s.items);
+    /* logits with nothing pickable (all masked or not numbers) could leave a beam with no hypothesis */
+    if (!st && r->n_cand == 0) st = br_err_set(err, BR_EINVAL, "search: no candidate could be made (no token can be picked)");
     if (st) br_search_result_free(r);
     return st;
 }
