@@ -94,7 +94,7 @@ def main():
         with open(a.csv, "w") as f:
             f.write("id,strategy,n,accuracy,tokens_per_problem,wall_s_per_problem,problems\n")
             for r in rows:
-                f.write("%s,%s,%d,%.4f,%.1f,%.4f,%d\n" % r)
+                f.write('%s,"%s",%d,%.4f,%.1f,%.4f,%d\n' % r)
     if a.plot:
         plot(rows, a.plot)
 
