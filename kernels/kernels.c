@@ -191,12 +191,19 @@ typedef struct {
 
 /* Output columns r0..r1-1 of every row of y, one dot product each. */
 /* Weight rows outside, x rows inside: each weight row is read from memory once for all n rows of x
- * (a batch of decoding sequences), then stays in L1 for the other dots. */
-static void mm_dot_rows(const mm_job *j, int r0, int r1) {
-    for (int r = r0; r < r1; r++)
+ * (a batch of decoding sequences), then stays in L1 for the other dots. F16 and BF16 rows are converted
+ * to float once, into the thread's scratch, rather than once per dot. */
+static void mm_dot_rows(const mm_job *j, int r0, int r1, int thread) {
+    float *wf = NULL;
+    if (j->n > 1 && (j->wt == BR_W_F16 || j->wt == BR_W_BF16))
+        wf = br_pool_scratch(j->pool, thread, (size_t)j->cols * sizeof(float));
+    for (int r = r0; r < r1; r++) {
+        const uint8_t *wr = j->w + (size_t)r * j->row_bytes;
+        if (wf) br_k_to_f32(j->wt, wr, wf, (size_t)j->cols);
         for (int i = 0; i < j->n; i++)
-            j->y[(size_t)i * j->rows + r] =
-                br_k_dot(j->wt, j->w + (size_t)r * j->row_bytes, j->x + (size_t)i * j->cols, j->cols);
+            j->y[(size_t)i * j->rows + r] = wf ? br_k_dot(BR_W_F32, wf, j->x + (size_t)i * j->cols, j->cols)
+                                               : br_k_dot(j->wt, wr, j->x + (size_t)i * j->cols, j->cols);
+    }
 }
 
 /* Quantized W against q8x rows of x: the weight row is the outer loop so it is read from memory once
@@ -228,10 +235,10 @@ static void mm_q8_task(void *ctx, int task, int n_tasks, int thread) {
 }
 
 static void mm_dot_task(void *ctx, int task, int n_tasks, int thread) {
-    (void)n_tasks; (void)thread;
+    (void)n_tasks;
     mm_job *j = ctx;
     int r0 = task * j->rows_per_task, r1 = r0 + j->rows_per_task;
-    mm_dot_rows(j, r0, r1 < j->rows ? r1 : j->rows);
+    mm_dot_rows(j, r0, r1 < j->rows ? r1 : j->rows, thread);
 }
 
 static void mm_gemm_task(void *ctx, int task, int n_tasks, int thread) {
@@ -247,7 +254,7 @@ static void mm_gemm_task(void *ctx, int task, int n_tasks, int thread) {
         } else {
             float *buf = br_pool_scratch(j->pool, thread, (size_t)MM_TILE * j->cols * sizeof(float));
             if (!buf) { /* no memory for the tile: fall back to dot products for it */
-                mm_dot_rows(j, t0, t0 + tr);
+                mm_dot_rows(j, t0, t0 + tr, thread);
                 continue;
             }
             br_k_to_f32(j->wt, j->w + (size_t)t0 * j->row_bytes, buf, (size_t)tr * j->cols);
