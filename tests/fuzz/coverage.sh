@@ -23,7 +23,7 @@ declare -A files=(
   [gguf_model]="runtime/gguf.c runtime/model.c runtime/forward.c"
   [tok_gguf]="runtime/gguf.c tokenizer/tok.cc tokenizer/spm_proto.c"
   [tok_model]="tokenizer/tok.cc tokenizer/spm_proto.c"
-  [convert]="runtime/json.c runtime/convert.c"
+  [convert]="runtime/convert.c"
 )
 if [[ $# -gt 0 ]]; then names=("$@"); else
   names=()
