@@ -179,14 +179,14 @@ static br_seq *seq_new(br_store *store, const br_model *m, br_seq_params p) {
     s->kv = calloc(L, sizeof *s->kv);
     s->conv = calloc(L, sizeof *s->conv);
     s->h = calloc(L, sizeof *s->h);
-    s->state = calloc(state_bytes ? state_bytes : 1, 1);
+    s->state = malloc(state_bytes ? state_bytes : 1);
+    if (s->state) store->ssm_bytes += state_bytes; /* br_seq_free takes it back, on failure below too */
     if (!s->kv || !s->conv || !s->h || !s->state) {
         br_seq_free(s);
         return NULL;
     }
-    /* calloc maps zero pages lazily; touch them so the accounting matches what is resident */
+    /* zeroed by writing, not calloc's lazily mapped pages, so the accounting matches what is resident */
     memset(s->state, 0, state_bytes);
-    store->ssm_bytes += state_bytes;
     size_t per = (size_t)m->hp.d_inner * (m->hp.d_conv - 1 + m->hp.d_state);
     float *sp = s->state;
     for (uint32_t il = 0; il < L; il++)
@@ -207,10 +207,15 @@ br_status br_seq_init(br_seq **out, br_ctx *ctx, br_seq_params p, br_err *err) {
     return *out ? BR_OK : br_err_set(err, BR_ENOMEM, "out of memory creating a sequence");
 }
 
+/* What a snapshot costs against the budget: the Mamba states, and the logits if it keeps them. */
+static uint64_t snap_bytes(const br_seq *s, bool with_logits) {
+    return br_model_ssm_state_bytes(s->m) + (with_logits ? (uint64_t)s->m->hp.n_vocab * sizeof(float) : 0);
+}
+
 static void snap_free(br_seq *s, br_snapshot *sn) {
     if (sn->blk)
         for (size_t i = 0; i < (size_t)s->m->hp.n_layer * sn->cap; i++) block_unref(s->store, sn->blk[i]);
-    s->store->snap_bytes -= br_model_ssm_state_bytes(s->m) + (sn->logits ? s->m->hp.n_vocab * sizeof(float) : 0);
+    s->store->snap_bytes -= snap_bytes(s, sn->logits != NULL);
     free(sn->blk);
     free(sn->state);
     free(sn->logits);
@@ -295,10 +300,6 @@ br_status br_seq_fork(br_seq **dst, const br_seq *src, br_err *err) {
 }
 
 /* --- snapshots ------------------------------------------------------------------------ */
-
-static uint64_t snap_bytes(const br_seq *s, bool with_logits) {
-    return br_model_ssm_state_bytes(s->m) + (with_logits ? (uint64_t)s->m->hp.n_vocab * sizeof(float) : 0);
-}
 
 br_status br_seq_snapshot(br_seq *s, const float *logits, br_err *err) {
     br_snapshot sn = {.pos = s->n_past};
