@@ -56,8 +56,20 @@ for i in range(8):
     if new > 16:
         fails.append(f"{conv}: turn 2 evaluated {new} tokens: it reached the other server")
 ra, rb = metric(a, "braid_requests_total"), metric(b, "braid_requests_total")
-print(f"requests: server A {ra:.0f}, server B {rb:.0f}")
-if ra == 0 or rb == 0:
+print(f"completions: server A {ra:.0f}, server B {rb:.0f}")
+# Spread: the ring's points depend on the servers' random ports, so 8 conversations can all hash to
+# one server now and then; 64 more conversation ids on a cheap route make that chance negligible.
+# Each /metrics read counts itself on its own server, hence the 1 taken off.
+ha, hb = metric(a, "braid_http_requests_total"), metric(b, "braid_http_requests_total")
+for i in range(64):
+    req = urllib.request.Request(f"http://127.0.0.1:{lb}/v1/models", headers={"X-Conversation-Id": f"spread-{i}"})
+    urllib.request.urlopen(req, timeout=60).read()
+sa = metric(a, "braid_http_requests_total") - ha - 1
+sb = metric(b, "braid_http_requests_total") - hb - 1
+print(f"64 more conversation ids: server A {sa:.0f}, server B {sb:.0f}")
+if sa + sb != 64:
+    fails.append(f"the 64 spread requests were counted {sa + sb:.0f} times")
+if ra + sa == 0 or rb + sb == 0:
     fails.append("the conversations did not spread over both servers")
 for f in fails:
     print("FAIL:", f)
