@@ -426,8 +426,10 @@ br_status br_tmpl_tokens(const br_tmpl *t, const br_chat_msg *msgs, int n, int f
     int skip = from == 0 && wants_bos_text(t) && br_tok_bos(t->tok) >= 0;
     bool bos = from == 0 && br_tok_bos(t->tok) >= 0 && (wants_bos_text(t) || br_tok_add_bos(t->tok));
     rbuf rest = b;
-    rest.segs += skip;
-    rest.n -= skip;
+    if (skip) { /* an empty rendering has no segments: segs is NULL, and NULL + 0 is undefined in C */
+        rest.segs += skip;
+        rest.n -= skip;
+    }
     st = encode_segs(t, &rest, bos, ids, n_ids, err);
     rbuf_free(&b);
     return st;

@@ -310,6 +310,28 @@ static void test_tokens(void **state) {
     br_tok_free(tok);
 }
 
+/* An empty rendering (plain, no messages, no generation prompt) is no ids, not undefined behaviour: the
+ * template fuzzer found br_tmpl_tokens offsetting the NULL segment list (UBSan: zero offset to null pointer). */
+static void test_empty_tokens(void **state) {
+    (void)state;
+    br_tok *tok = vocab(true, false);
+    br_err err = {0};
+    const br_chat_msg m[] = {{"user", "Hi"}};
+    /* plain with no messages from the start; ChatML from after the last message */
+    for (int k = 0; k < 2; k++) {
+        br_tmpl *t;
+        assert_int_equal(br_tmpl_init(&t, k ? BR_TMPL_CHATML : BR_TMPL_PLAIN, tok, &err), BR_OK);
+        int32_t *ids = NULL;
+        size_t n = 99;
+        assert_int_equal(br_tmpl_tokens(t, m, k, k, false, &ids, &n, &err), BR_OK);
+        assert_non_null(ids);
+        assert_int_equal(n, 0);
+        free(ids);
+        br_tmpl_free(t);
+    }
+    br_tok_free(tok);
+}
+
 static void test_gguf_and_errors(void **state) {
     (void)state;
     char path[128];
@@ -346,6 +368,7 @@ int main(void) {
         cmocka_unit_test(test_reasoning_text), cmocka_unit_test(test_plain_text),
         cmocka_unit_test(test_incremental),  cmocka_unit_test(test_detect),
         cmocka_unit_test(test_tokens),       cmocka_unit_test(test_gguf_and_errors),
+        cmocka_unit_test(test_empty_tokens),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     char path[128];
