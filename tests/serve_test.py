@@ -87,8 +87,9 @@ def post(port, path, body, **kw):
     return st, json.loads(out), r
 
 
-def stream(port, path, body, close_after=None, timeout=300, pieces=None):
-    """Streams an SSE response: (text, last chunk, t_first_token, saw_done). pieces, a list, gets each text chunk."""
+def stream(port, path, body, close_after=None, timeout=300, pieces=None, until=None):
+    """Streams an SSE response: (text, last chunk, t_first_token, saw_done). pieces, a list, gets each text chunk;
+    until, a function called after each event, ends the stream (the client goes away) when it returns true."""
     body = dict(body, stream=True)
     s = socket.create_connection((HOST, port), timeout=timeout)
     data = json.dumps(body).encode()
@@ -133,7 +134,7 @@ def stream(port, path, body, close_after=None, timeout=300, pieces=None):
                 if pieces is not None:
                     pieces.append(piece)
             n_events += 1
-            if close_after and n_events >= close_after:
+            if (close_after and n_events >= close_after) or (until and until()):
                 s.close()
                 return "".join(text), last, t_first, False
     s.close()
@@ -419,13 +420,17 @@ if want("hostile"):
     check(request(keyed.port, "GET", "/health")[0] == 200, "/health without a key")
     keyed.stop()
     # overload: one slot, no queue: the second concurrent request gets 503 with Retry-After
+    # (the first request streams until the check is done, then its client leaves: no race with its length)
     tight = Server("-np", "1", "--queue", "0", name="tight")
+    streaming, checked = threading.Event(), threading.Event()
     th = threading.Thread(target=lambda: stream(tight.port, "/v1/completions",
-                                                {"prompt": "The whale", "max_tokens": 300, "temperature": 0, "ignore_eos": True}))
+                                                {"prompt": "The whale", "max_tokens": 4000, "temperature": 0, "ignore_eos": True},
+                                                until=lambda: streaming.set() or checked.is_set()))
     th.start()
-    time.sleep(1.0)
+    check(streaming.wait(60), "the long request streams")
     st, j, r = post(tight.port, "/v1/completions", {"prompt": "a", "max_tokens": 1})
     check(st == 503 and r.getheader("Retry-After") == "1", f"503 with Retry-After when full: {st}")
+    checked.set()
     th.join()
     tight.stop()
 
