@@ -1,5 +1,5 @@
 /* Sampling chain: repetition penalty, top-k, temperature softmax, top-p, min-p, then a draw.
- * Candidates are sorted once per token; the vocabulary is small enough that this is cheap. */
+ * Only as much of the vocabulary is put in order as the chain reads: the top k, or chunks of the best. */
 #include "sample.h"
 
 #include <math.h>
@@ -15,7 +15,8 @@ typedef struct {
 struct br_sampler {
     br_sampler_params p;
     int n_vocab;
-    cand *c;
+    cand *c;      /* the best tokens in order, c[0..have) */
+    float *pv;    /* by id: probability of every token when top-k is off */
     int32_t *hist; /* ring of the last repeat_last_n tokens */
     int hist_n, hist_pos;
     uint64_t rng;
@@ -44,9 +45,10 @@ br_status br_sampler_init(br_sampler **out, br_sampler_params p, int n_vocab, br
     s->p = p;
     s->n_vocab = n_vocab;
     s->c = malloc((size_t)n_vocab * sizeof *s->c);
+    s->pv = malloc((size_t)n_vocab * sizeof *s->pv);
     s->hist = malloc((size_t)(p.repeat_last_n ? p.repeat_last_n : 1) * sizeof *s->hist);
     s->rng = p.seed;
-    if (!s->c || !s->hist) {
+    if (!s->c || !s->pv || !s->hist) {
         br_sampler_free(s);
         return br_err_set(err, BR_ENOMEM, "out of memory");
     }
@@ -57,6 +59,7 @@ br_status br_sampler_init(br_sampler **out, br_sampler_params p, int n_vocab, br
 void br_sampler_free(br_sampler *s) {
     if (!s) return;
     free(s->c);
+    free(s->pv);
     free(s->hist);
     free(s);
 }
@@ -72,6 +75,129 @@ static int by_logit_desc(const void *a, const void *b) {
     const cand *x = a, *y = b;
     if (x->logit != y->logit) return x->logit < y->logit ? 1 : -1;
     return (x->id > y->id) - (x->id < y->id);
+}
+
+/* The sampler's order: higher logit first, then lower id. A NaN logit counts as -inf, so the order
+ * stays total. */
+static inline bool before(float la, int32_t ia, float lb, int32_t ib) {
+    return la > lb || (la == lb && ia < ib);
+}
+
+/* min-heap by the order: the worst of the chunk at h[0] */
+static void sift_down(cand *h, int m, int i) {
+    for (;;) {
+        int w = i, l = 2 * i + 1, r = l + 1;
+        if (l < m && before(h[w].logit, h[w].id, h[l].logit, h[l].id)) w = l;
+        if (r < m && before(h[w].logit, h[w].id, h[r].logit, h[r].id)) w = r;
+        if (w == i) return;
+        cand t = h[i];
+        h[i] = h[w];
+        h[w] = t;
+        i = w;
+    }
+}
+
+/* Puts the next up to m tokens in the order after c[have-1] (from the best when have is 0) into
+ * c[have..], sorted, and returns the new count: one pass over the vocabulary with a heap of m, so
+ * a top-k of 40 over 65k tokens costs a compare per token rather than a sort of all of them. */
+/* Every token after c[have-1] (all of them when have is 0), sorted into c[have..]; returns the count. */
+static int sort_rest(br_sampler *s, const float *logits, int have) {
+    int n = s->n_vocab, nh = have;
+    float ll = have ? s->c[have - 1].logit : 0;
+    int32_t li = have ? s->c[have - 1].id : -1;
+    for (int i = 0; i < n; i++) {
+        float l = logits[i] == logits[i] ? logits[i] : -INFINITY;
+        if (!have || before(ll, li, l, i)) s->c[nh++] = (cand){l, 0, i};
+    }
+    qsort(s->c + have, (size_t)(nh - have), sizeof *s->c, by_logit_desc);
+    return nh;
+}
+
+static int next_chunk(br_sampler *s, const float *logits, int have, int m) {
+    int n = s->n_vocab, k = 0;
+    if (m > n - have) m = n - have;
+    if (m <= 0) return have;
+    if (m > n / 16) { /* a big share of the vocabulary: a heap would be slower than sorting it all */
+        int nh = sort_rest(s, logits, have);
+        return nh < have + m ? nh : have + m;
+    }
+    cand *h = s->c + have;
+    float ll = have ? s->c[have - 1].logit : 0;
+    int32_t li = have ? s->c[have - 1].id : -1;
+    for (int i = 0; i < n; i++) {
+        float l = logits[i] == logits[i] ? logits[i] : -INFINITY;
+        if (have && !before(ll, li, l, i)) continue; /* already among the first `have` */
+        if (k < m) {
+            h[k] = (cand){l, 0, i};
+            if (++k == m)
+                for (int j = m / 2 - 1; j >= 0; j--) sift_down(h, m, j);
+        } else if (before(l, i, h[0].logit, h[0].id)) {
+            h[0] = (cand){l, 0, i};
+            sift_down(h, m, 0);
+        }
+    }
+    if (k < m)
+        for (int j = k / 2 - 1; j >= 0; j--) sift_down(h, k, j);
+    for (int e = k - 1; e > 0; e--) { /* heapsort: the worst goes last, so the chunk ends best first */
+        cand t = h[0];
+        h[0] = h[e];
+        h[e] = t;
+        sift_down(h, e, 0);
+    }
+    return have + k;
+}
+
+/* Doubles the tokens in order (whole-vocabulary mode: their probabilities come from pv). A walk that
+ * goes deep, as in a flat distribution, gets all the rest sorted at once: never much more than a
+ * full sort. */
+static int grow(br_sampler *s, const float *logits, int have) {
+    int n = s->n_vocab, nh;
+    if (have * 2 > n / 16) {
+        nh = sort_rest(s, logits, have);
+    } else {
+        nh = next_chunk(s, logits, have, have);
+    }
+    for (int i = have; i < nh; i++) s->c[i].p = s->pv[s->c[i].id];
+    return nh;
+}
+
+/* top-p, min-p and the draw over the first `limit` tokens in order. c[0..have) are in place with
+ * their probabilities; the walks fetch more as they reach the end of them (only when have < limit,
+ * the whole-vocabulary mode). total: the sum of p over all `limit` tokens, for a draw that nothing cut. */
+static int32_t pick(br_sampler *s, const float *logits, int have, int limit, double total) {
+    int keep = limit;
+    if (s->p.top_p < 1.0f) {
+        double cum = 0;
+        for (int i = 0; i < keep; i++) {
+            if (i == have) have = grow(s, logits, have);
+            cum += s->c[i].p;
+            if (cum >= s->p.top_p) { keep = i + 1; break; }
+        }
+    }
+    if (s->p.min_p > 0) {
+        float floor_p = s->p.min_p * s->c[0].p;
+        int k = 1;
+        for (; k < keep; k++) {
+            if (k == have) have = grow(s, logits, have);
+            if (!(s->c[k].p >= floor_p)) break;
+        }
+        keep = k;
+    }
+    double sum = total;
+    if (keep <= have) {
+        sum = 0;
+        for (int i = 0; i < keep; i++) sum += s->c[i].p;
+    }
+    double r = br_sampler_uniform(s) * sum, acc = 0;
+    for (int i = 0; i < keep; i++) {
+        if (i == have) have = grow(s, logits, have);
+        acc += s->c[i].p;
+        if (r < acc) return s->c[i].id;
+    }
+    /* only when `total` was summed in another order than the walk's: the last token that can be drawn */
+    for (int i = keep - 1; i > 0; i--)
+        if (s->c[i].p > 0) return s->c[i].id;
+    return s->c[keep - 1].id;
 }
 
 int32_t br_sampler_sample(br_sampler *s, float *logits) {
@@ -91,35 +217,32 @@ int32_t br_sampler_sample(br_sampler *s, float *logits) {
             if (logits[i] > logits[best]) best = i;
         return best;
     }
-    for (int i = 0; i < n; i++) s->c[i] = (cand){logits[i], 0, i};
-    qsort(s->c, (size_t)n, sizeof *s->c, by_logit_desc);
-    int keep = n;
-    if (s->p.top_k > 0 && s->p.top_k < keep) keep = s->p.top_k;
-    double sum = 0;
-    for (int i = 0; i < keep; i++) {
-        s->c[i].p = expf((s->c[i].logit - s->c[0].logit) / s->p.temperature);
-        sum += s->c[i].p;
-    }
-    for (int i = 0; i < keep; i++) s->c[i].p = (float)(s->c[i].p / sum);
-    if (s->p.top_p < 1.0f) {
-        double cum = 0;
+    if (s->p.top_k > 0 && s->p.top_k < n) {
+        /* top-k: only the k best are ever read, sorted as a full sort would leave them */
+        int keep = next_chunk(s, logits, 0, s->p.top_k);
+        double sum = 0;
         for (int i = 0; i < keep; i++) {
-            cum += s->c[i].p;
-            if (cum >= s->p.top_p) { keep = i + 1; break; }
+            s->c[i].p = expf((s->c[i].logit - s->c[0].logit) / s->p.temperature);
+            sum += s->c[i].p;
         }
+        for (int i = 0; i < keep; i++) s->c[i].p = (float)(s->c[i].p / sum);
+        return pick(s, logits, keep, keep, 0);
     }
-    if (s->p.min_p > 0) {
-        float floor_p = s->p.min_p * s->c[0].p;
-        int k = 1;
-        while (k < keep && s->c[k].p >= floor_p) k++;
-        keep = k;
+    /* the whole vocabulary: every probability by id, then only as many best tokens put in order as
+     * top-p, min-p and the draw walk through (chunks of 64, then doubling) */
+    int have = next_chunk(s, logits, 0, 64);
+    float top = s->c[0].logit;
+    double sum = 0;
+    for (int i = 0; i < n; i++) {
+        float l = logits[i] == logits[i] ? logits[i] : -INFINITY;
+        s->pv[i] = expf((l - top) / s->p.temperature);
+        sum += s->pv[i];
     }
-    sum = 0;
-    for (int i = 0; i < keep; i++) sum += s->c[i].p;
-    double r = br_sampler_uniform(s) * sum, acc = 0;
-    for (int i = 0; i < keep; i++) {
-        acc += s->c[i].p;
-        if (r < acc) return s->c[i].id;
+    double sum2 = 0;
+    for (int i = 0; i < n; i++) {
+        s->pv[i] = (float)(s->pv[i] / sum);
+        sum2 += s->pv[i];
     }
-    return s->c[keep - 1].id;
+    for (int i = 0; i < have; i++) s->c[i].p = s->pv[s->c[i].id];
+    return pick(s, logits, have, n, sum2);
 }

@@ -348,6 +348,106 @@ static void bad_params(void **state) {
     br_sampler_free(NULL);
 }
 
+/* Large vocabularies, where the sampler puts only part of the vocabulary in order (the top k, or
+ * chunks of the best): every draw must be the token a full sort gives for the same uniform number
+ * (a twin sampler with the same seed yields it). The reference here sorts everything and works in
+ * double; the drawn token's interval of the cumulative distribution must hold the uniform number,
+ * to 1e-5. Logits have ties (multiples of 1/64) and some -inf. */
+typedef struct {
+    float l;
+    int id;
+} ref_tok;
+
+static int ref_cmp(const void *a, const void *b) {
+    const ref_tok *x = a, *y = b;
+    if (x->l != y->l) return x->l < y->l ? 1 : -1;
+    return x->id - y->id;
+}
+
+static void large_vocab_matches_full_sort(void **state) {
+    (void)state;
+    static const int ns[] = {5000, 65536};
+    /* temperature, top-k (-1: n - 1), top-p, min-p */
+    static const struct { float t; int k; float p, m; } cfg[] = {
+        {1.0f, 0, 1.0f, 0.0f},  {0.7f, 0, 0.9f, 0.0f},  {1.3f, 0, 1.0f, 0.05f}, {1.0f, 40, 0.95f, 0.05f},
+        {1.0f, -1, 1.0f, 0.0f}, {0.5f, 0, 0.5f, 0.1f}, {3.0f, 0, 0.99f, 0.0f}, {1.0f, 200, 1.0f, 0.0f},
+    };
+    srand(4242);
+    int checked = 0;
+    for (size_t ni = 0; ni < 2; ni++) {
+        int n = ns[ni];
+        float *x = malloc((size_t)n * sizeof *x), *tmp = malloc((size_t)n * sizeof *tmp);
+        ref_tok *o = malloc((size_t)n * sizeof *o);
+        double *cum = malloc(((size_t)n + 1) * sizeof *cum);
+        int *pos = malloc((size_t)n * sizeof *pos);
+        assert_true(x && tmp && o && cum && pos);
+        for (size_t ci = 0; ci < sizeof cfg / sizeof *cfg; ci++) {
+            br_sampler_params p = plain(cfg[ci].t, 1000 + ci);
+            p.top_k = cfg[ci].k < 0 ? n - 1 : cfg[ci].k;
+            p.top_p = cfg[ci].p;
+            p.min_p = cfg[ci].m;
+            br_sampler *s = make(p, n), *twin = make(p, n);
+            for (int trial = 0; trial < 4; trial++) {
+                /* a few peaked tokens over a broad tail, as language models give */
+                for (int i = 0; i < n; i++) x[i] = (float)(rand() % 640 - 320) / 64.0f;
+                for (int j = 0; j < 8; j++) x[rand() % n] = (float)(rand() % 640) / 64.0f;
+                for (int j = 0; j < 20; j++) x[rand() % n] = -INFINITY;
+                for (int i = 0; i < n; i++) o[i] = (ref_tok){x[i], i};
+                qsort(o, (size_t)n, sizeof *o, ref_cmp);
+                int keep = p.top_k > 0 && p.top_k < n ? p.top_k : n;
+                double sum = 0, margin = 1;
+                for (int i = 0; i < keep; i++) sum += cum[i] = exp(((double)o[i].l - o[0].l) / p.temperature);
+                for (int i = 0; i < keep; i++) cum[i] /= sum; /* cum[] holds p for now */
+                if (p.top_p < 1) {
+                    double c = 0;
+                    for (int i = 0; i < keep; i++) {
+                        c += cum[i];
+                        if (fabs(c - p.top_p) < margin) margin = fabs(c - p.top_p);
+                        if (c >= p.top_p) { keep = i + 1; break; }
+                    }
+                }
+                if (p.min_p > 0) {
+                    int k = 1;
+                    for (int i = 1; i < keep; i++)
+                        if (fabs(cum[i] - p.min_p * cum[0]) < margin) margin = fabs(cum[i] - p.min_p * cum[0]);
+                    while (k < keep && cum[k] >= p.min_p * cum[0]) k++;
+                    keep = k;
+                }
+                if (margin < 1e-5) continue; /* a cut too close to call in float: not a fair check */
+                sum = 0;
+                for (int i = 0; i < keep; i++) sum += cum[i];
+                double c = 0;
+                for (int i = 0; i < keep; i++) {
+                    double pi = cum[i] / sum;
+                    cum[i] = c;
+                    c += pi;
+                }
+                cum[keep] = 1;
+                for (int i = 0; i < n; i++) pos[o[i].id] = i;
+                for (int d = 0; d < 40; d++) {
+                    memcpy(tmp, x, (size_t)n * sizeof *tmp);
+                    int32_t t = br_sampler_sample(s, tmp);
+                    double u = br_sampler_uniform(twin);
+                    assert_true(t >= 0 && t < n);
+                    int j = pos[t];
+                    if (j >= keep || x[t] == -INFINITY || u < cum[j] - 1e-5 || u > cum[j + 1] + 1e-5)
+                        fail_msg("n %d config %zu: drew token %d (rank %d of %d kept, interval %.9f..%.9f), u %.9f", n,
+                                 ci, t, j, keep, cum[j < keep ? j : 0], cum[j < keep ? j + 1 : 0], u);
+                    checked++;
+                }
+            }
+            br_sampler_free(s);
+            br_sampler_free(twin);
+        }
+        free(x);
+        free(tmp);
+        free(o);
+        free(cum);
+        free(pos);
+    }
+    assert_true(checked >= 600); /* most trials are fair ones */
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(greedy_is_argmax),
@@ -360,6 +460,7 @@ int main(void) {
         cmocka_unit_test(repetition_penalty),
         cmocka_unit_test(seeds),
         cmocka_unit_test(bad_params),
+        cmocka_unit_test(large_vocab_matches_full_sort),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
