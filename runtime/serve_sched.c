@@ -49,6 +49,13 @@ typedef struct slot {
     int cap_gen;
     float *logits;
     double t_start, t_first;
+    /* n > 1 without ranking: every choice is a lane decoding token by token in the batched steps. The slot
+     * itself is lane 0; lanes[] holds the others, each on a fork of the evaluated prompt. */
+    int index;          /* the choice this lane makes */
+    struct slot *lanes; /* lane 0: choices 1.. (kept allocated until the slot's next request) */
+    int n_lanes;
+    struct slot *owner; /* a lane past 0: the slot whose request it serves */
+    bool lane_done;     /* this choice has ended (its choice event went out) */
 } slot;
 
 typedef struct centry {
@@ -67,7 +74,7 @@ struct br_sched {
     br_sched_cb cb;
     void *cb_user;
     br_batch_item *items;
-    int *item_slot;
+    slot **item_lane;     /* the lane each item evaluates for */
 
     pthread_t th;
     bool started;
@@ -158,9 +165,23 @@ static void emit_text(br_sched *s, slot *sl, const char *text, size_t len) {
     ev.user = sl->r->user;
     ev.text = text;
     ev.len = len;
+    ev.index = sl->index;
     ev.n_prompt = sl->r->n_prompt;
-    ev.n_cached = sl->n_cached;
+    ev.n_cached = sl->owner ? sl->owner->n_cached : sl->n_cached;
     ev.n_gen = sl->n_gen;
+    s->cb(&ev, s->cb_user);
+}
+
+/* The end of one choice of a request with several (its text went out before). */
+static void emit_choice_end(br_sched *s, const sreq *r, int index, br_finish f) {
+    br_sched_event ev = {0};
+    ev.id = r->id;
+    ev.user = r->user;
+    ev.choice = true;
+    ev.index = index;
+    ev.text = "";
+    ev.finish = f;
+    ev.n_prompt = r->n_prompt;
     s->cb(&ev, s->cb_user);
 }
 
@@ -177,7 +198,7 @@ static void emit_done(br_sched *s, sreq *r, br_finish f, const slot *sl, const c
         ev.n_gen = sl->n_gen;
         ev.t_queued = sl->t_start - r->t_submit;
         ev.t_first = sl->t_first > 0 ? sl->t_first - r->t_submit : 0;
-        ev.ids = sl->searched ? NULL : sl->gen;
+        ev.ids = sl->searched || sl->n_lanes ? NULL : sl->gen;
         ev.cut = sl->cut;
     }
     if (error) snprintf(ev.error, sizeof ev.error, "%s", error);
@@ -230,15 +251,72 @@ static bool push_text(br_sched *s, slot *sl, const char *t, size_t n, bool final
     return false;
 }
 
-/* Ends the slot's request: final text, a snapshot so a next turn can come back here, the done event. */
+/* The text a lane still holds (detokenizer, stop-string hold-back) goes out. */
+static void flush_text(br_sched *s, slot *sl) {
+    const char *t;
+    size_t n;
+    br_err err = {0};
+    if (sl->detok && br_detok_flush(sl->detok, &t, &n, &err) == BR_OK) push_text(s, sl, t, n, true);
+    else push_text(s, sl, "", 0, true);
+}
+
+/* A lane's own resources: its fork (KV blocks, state) goes at once; the struct stays until the slot's next
+ * request, so a step that still lists it finds r == NULL. */
+static void lane_release(slot *l) {
+    br_seq_free(l->seq);
+    l->seq = NULL;
+    br_sampler_free(l->smp);
+    l->smp = NULL;
+    br_detok_free(l->detok);
+    l->detok = NULL;
+    l->r = NULL;
+    l->next_tok = -1;
+}
+
+static void lanes_free(slot *sl) {
+    for (int i = 0; i < sl->n_lanes; i++) {
+        slot *l = &sl->lanes[i];
+        lane_release(l);
+        free(l->logits);
+        free(l->pend);
+        free(l->gen);
+    }
+    free(sl->lanes);
+    sl->lanes = NULL;
+    sl->n_lanes = 0;
+}
+
+static void finish_request(br_sched *s, slot *sl, br_finish f, const char *error);
+
+/* Ends a lane's request; for a choice of a request with several, ends that choice, and the request once
+ * every choice has ended (an error or a cancellation ends them all). */
 static void finish(br_sched *s, slot *sl, br_finish f, const char *error) {
+    slot *own = sl->owner ? sl->owner : sl;
+    if (!own->n_lanes) { finish_request(s, sl, f, error); return; }
+    if (f == BR_FINISH_ERROR || f == BR_FINISH_CANCELLED) { finish_request(s, own, f, error); return; }
+    if (sl->lane_done) return;
+    flush_text(s, sl);
+    sl->lane_done = true;
+    sl->next_tok = -1;
+    emit_choice_end(s, sl->r, sl->index, f);
+    if (sl != own) {
+        int n_gen = sl->n_gen;
+        lane_release(sl);
+        sl->n_gen = n_gen;
+    }
+    bool all = own->lane_done;
+    for (int i = 0; i < own->n_lanes; i++) all &= own->lanes[i].lane_done;
+    if (all) finish_request(s, own, BR_FINISH_STOP, NULL);
+}
+
+/* Ends the slot's request: final text, a snapshot so a next turn can come back here, the done event. */
+static void finish_request(br_sched *s, slot *sl, br_finish f, const char *error) {
     sreq *r = sl->r;
-    if ((f == BR_FINISH_LENGTH || f == BR_FINISH_STOP) && !sl->searched) {
-        const char *t;
-        size_t n;
-        br_err err = {0};
-        if (sl->detok && br_detok_flush(sl->detok, &t, &n, &err) == BR_OK) push_text(s, sl, t, n, true);
-        else push_text(s, sl, "", 0, true);
+    if ((f == BR_FINISH_LENGTH || f == BR_FINISH_STOP) && !sl->searched && !sl->n_lanes) flush_text(s, sl);
+    for (int i = 0; i < sl->n_lanes; i++) {
+        /* the other choices' tokens count in the usage; their forks go now */
+        sl->n_gen += sl->lanes[i].n_gen;
+        lane_release(&sl->lanes[i]);
     }
     if (sl->generating && br_seq_n_past(sl->seq) > 0) {
         br_err err = {0};
@@ -328,6 +406,9 @@ static br_status start(br_sched *s, slot *sl, sreq *r, br_err *err) {
     sl->cut = false;
     sl->searched = false;
     sl->n_pend = 0;
+    lanes_free(sl);
+    sl->index = 0;
+    sl->lane_done = false;
     if (sl->cap_gen < r->max_tokens + 1) {
         int32_t *g = realloc(sl->gen, (size_t)(r->max_tokens + 1) * sizeof *g);
         if (!g) return br_err_set(err, BR_ENOMEM, "out of memory");
@@ -429,13 +510,13 @@ static void run_search(br_sched *s, slot *sl) {
         br_sched_event ev = {0};
         ev.id = r->id;
         ev.user = r->user;
-        ev.choice = true;
         ev.index = k;
         ev.text = t;
         ev.len = len;
-        ev.finish = f;
         ev.n_prompt = r->n_prompt;
+        ev.n_cached = sl->n_cached;
         s->cb(&ev, s->cb_user);
+        emit_choice_end(s, r, k, f);
         free(txt);
     }
     free(ids);
@@ -444,11 +525,60 @@ static void run_search(br_sched *s, slot *sl) {
     finish(s, sl, BR_FINISH_STOP, NULL);
 }
 
+static void sample_next(br_sched *s, slot *sl);
+
+/* n > 1 choices, none ranked away: lanes 1.. fork the evaluated prompt (KV blocks shared), each with its
+ * own sampler (seed + i, as a single request with that seed) and detokenizer; from here every choice
+ * decodes token by token in the batched steps beside the other slots. */
+static void start_lanes(br_sched *s, slot *sl) {
+    sreq *r = sl->r;
+    int n = r->n_best - 1;
+    uint32_t V = s->m->hp.n_vocab;
+    br_err err = {0};
+    if (!(sl->lanes = calloc((size_t)n, sizeof *sl->lanes))) { finish(s, sl, BR_FINISH_ERROR, "out of memory"); return; }
+    sl->n_lanes = n;
+    for (int i = 0; i < n; i++) {
+        slot *l = &sl->lanes[i];
+        l->next_tok = -1;
+        l->lane_done = true; /* until it is whole: a failure below ends the request, not a half-made lane */
+        l->owner = sl;
+        l->index = i + 1;
+        br_sampler_params sp = r->sp;
+        sp.seed = r->sp.seed + (uint64_t)(i + 1);
+        if (br_seq_fork(&l->seq, sl->seq, &err) || br_sampler_init(&l->smp, sp, (int)V, &err) ||
+            br_detok_init(&l->detok, s->tok, &err)) {
+            finish(s, sl, BR_FINISH_ERROR, err.msg);
+            return;
+        }
+        l->logits = malloc(2 * (size_t)V * sizeof *l->logits);
+        l->gen = malloc(((size_t)r->max_tokens + 1) * sizeof *l->gen);
+        if (!l->logits || !l->gen) { finish(s, sl, BR_FINISH_ERROR, "out of memory"); return; }
+        l->cap_gen = r->max_tokens + 1;
+        memcpy(l->logits, sl->logits, V * sizeof *l->logits);
+        for (int k = 0; k < r->n_prompt; k++) br_sampler_accept(l->smp, r->prompt[k]);
+        for (int k = 0; r->detok_prompt && k < r->n_prompt; k++) {
+            const char *t;
+            size_t m;
+            if (br_detok_push(l->detok, r->prompt[k], &t, &m, &err)) { finish(s, sl, BR_FINISH_ERROR, err.msg); return; }
+        }
+        l->r = r;
+        l->generating = true;
+        l->t_start = sl->t_start;
+        l->t_first = now_s();
+        l->lane_done = false;
+    }
+    sample_next(s, sl);
+    /* a lane whose request ended meanwhile (every choice done, or an error) has r == NULL */
+    for (int i = 0; i < n; i++)
+        if (sl->lanes && sl->lanes[i].r) sample_next(s, &sl->lanes[i]);
+}
+
 /* Samples the token after the slot's logits and handles what it means. */
 static void sample_next(br_sched *s, slot *sl) {
     sreq *r = sl->r;
     if (!sl->t_first) sl->t_first = now_s();
-    if (r->n_best > 1) { run_search(s, sl); return; }
+    if (r->n_best > 1 && r->n_return < r->n_best) { run_search(s, sl); return; }
+    if (r->n_best > 1 && !sl->owner && !sl->n_lanes) { start_lanes(s, sl); return; }
     uint32_t V = s->m->hp.n_vocab;
     if (r->n_vocab_text > 0)
         for (uint32_t v = (uint32_t)r->n_vocab_text; v < V; v++) sl->logits[v] = -INFINITY;
@@ -548,14 +678,19 @@ static void *worker(void *arg) {
             continue;
         }
 
-        /* one step: a decode token for every generating slot, then prompt chunks up to n_batch rows */
+        /* one step: a decode token for every generating slot (each choice of one with several), then prompt
+         * chunks up to n_batch rows */
         int n_items = 0, rows = 0, prefill_rows = 0;
         for (int i = 0; i < S; i++) {
             slot *sl = &s->slots[i];
-            if (!sl->r || !sl->generating || sl->next_tok < 0) continue;
-            s->items[n_items] = (br_batch_item){sl->seq, &sl->next_tok, 1, sl->logits, false};
-            s->item_slot[n_items++] = i;
-            rows++;
+            if (!sl->r || !sl->generating) continue;
+            for (int j = -1; j < sl->n_lanes; j++) {
+                slot *l = j < 0 ? sl : &sl->lanes[j];
+                if (!l->r || l->next_tok < 0) continue;
+                s->items[n_items] = (br_batch_item){l->seq, &l->next_tok, 1, l->logits, false};
+                s->item_lane[n_items++] = l;
+                rows++;
+            }
         }
         for (int i = 0; i < S; i++) {
             slot *sl = &s->slots[i];
@@ -564,7 +699,7 @@ static void *worker(void *arg) {
             if (room <= 0) break;
             int n = left < room ? left : room;
             s->items[n_items] = (br_batch_item){sl->seq, sl->r->prompt + sl->n_fed, n, sl->logits, false};
-            s->item_slot[n_items++] = i;
+            s->item_lane[n_items++] = sl;
             rows += n;
             prefill_rows += n;
         }
@@ -584,8 +719,8 @@ static void *worker(void *arg) {
         }
         pthread_mutex_unlock(&s->mu);
         for (int k = 0; k < n_items; k++) {
-            slot *sl = &s->slots[s->item_slot[k]];
-            if (!sl->r) continue;
+            slot *sl = s->item_lane[k];
+            if (!sl->r) continue; /* its request ended earlier in this loop */
             if (st) { finish(s, sl, BR_FINISH_ERROR, err.msg); continue; }
             if (sl->generating) {
                 sl->next_tok = -1;
@@ -644,10 +779,12 @@ br_status br_sched_init(br_sched **out, const br_model *m, const br_tok *tok, br
     br_status st = br_ctx_init(&s->ctx, m, cp, err);
     if (st) goto fail;
     s->slots = calloc((size_t)p.n_slots, sizeof *s->slots);
-    s->items = calloc((size_t)p.n_slots * 2, sizeof *s->items);
-    s->item_slot = calloc((size_t)p.n_slots * 2, sizeof *s->item_slot);
+    /* per slot: a decode row for each choice and a prompt chunk */
+    size_t n_items = (size_t)p.n_slots * (BR_SCHED_MAX_CHOICES + 1);
+    s->items = calloc(n_items, sizeof *s->items);
+    s->item_lane = calloc(n_items, sizeof *s->item_lane);
     s->active = calloc((size_t)p.n_slots, sizeof *s->active);
-    if (!s->slots || !s->items || !s->item_slot || !s->active) { st = br_err_set(err, BR_ENOMEM, "out of memory"); goto fail; }
+    if (!s->slots || !s->items || !s->item_lane || !s->active) { st = br_err_set(err, BR_ENOMEM, "out of memory"); goto fail; }
     br_seq_params sp = br_seq_default_params();
     sp.n_ctx = p.n_ctx;
     for (int i = 0; i < p.n_slots; i++) {
@@ -687,12 +824,13 @@ void br_sched_free(br_sched *s) {
             free(s->slots[i].gen);
             br_sampler_free(s->slots[i].smp);
             br_detok_free(s->slots[i].detok);
+            lanes_free(&s->slots[i]);
         }
     for (int i = 0; i < s->n_cache; i++) br_seq_free(s->cache[i].seq);
     free(s->cache);
     free(s->slots);
     free(s->items);
-    free(s->item_slot);
+    free(s->item_lane);
     free(s->active);
     br_ctx_free(s->ctx);
     pthread_mutex_destroy(&s->mu);
@@ -735,6 +873,10 @@ br_status br_sched_submit(br_sched *s, const br_sched_req *q, void *user, uint64
         return br_err_set(err, BR_ENOMEM, "out of memory");
     }
     r->detok_prompt = q->detok_prompt;
+    if (q->n_best > BR_SCHED_MAX_CHOICES) {
+        req_free(r);
+        return br_err_set(err, BR_EINVAL, "at most %d choices", BR_SCHED_MAX_CHOICES);
+    }
     r->n_best = q->n_best > 1 ? q->n_best : 1;
     r->n_return = q->n_return < 1 ? 1 : q->n_return > r->n_best ? r->n_best : q->n_return;
     r->user = user;

@@ -43,19 +43,25 @@ typedef struct br_sched_req {
     const char *skip_prefix;     /* dropped once from the start of the text (a chat format's answer separator) */
     bool detok_prompt;           /* the prompt goes through the detokenizer first, so the answer's first piece
                                     is decoded as the continuation it is (braid generate's text) */
-    int n_best;                  /* > 1: best-of-N through the search module (runtime/search.h): n_best
-                                    candidates sampled from forks of the prompt (seeds seed + i), ranked by
-                                    mean log-probability; each of the n_return best comes as one choice event.
-                                    The worker runs the search whole, pausing the other slots meanwhile. */
+    int n_best;                  /* > 1: several choices from forks of the evaluated prompt, choice i sampled
+                                    with seed + i (as a single request with that seed). n_return == n_best:
+                                    every choice decodes token by token in the batched steps beside the other
+                                    slots, its text events carrying its index, then a choice event ends it.
+                                    n_return < n_best (best-of): the search module (runtime/search.h) samples
+                                    n_best candidates, ranks them by mean log-probability, and the n_return
+                                    best come each as one text event and a choice event, in rank order; the
+                                    worker runs that search whole, pausing the other slots meanwhile. */
     int n_return;
 } br_sched_req;
 
 #define BR_SCHED_MAX_STOP 8
+#define BR_SCHED_MAX_CHOICES 16
 #define BR_SCHED_MAX_STOP_IDS 8
 
 /* An event for the caller, delivered on the worker thread through the callback: a piece of text
- * (possibly empty, with the token count advanced), or the end with its reason and counts. The text is
- * valid only during the callback. */
+ * (possibly empty, with the token count advanced) of choice `index`, the end of one choice of a request
+ * with several (`choice`, with its finish), or the end of the request with its reason and counts. The
+ * text is valid only during the callback. */
 typedef struct br_sched_event {
     uint64_t id;
     void *user;
@@ -67,8 +73,8 @@ typedef struct br_sched_event {
     double t_queued, t_first;        /* seconds from submit to slot, and to the first token */
     const int32_t *ids;              /* done: the tokens sampled (stop token excluded), valid during the callback */
     bool cut;                        /* done: a stop string cut the text (the ids go past it) */
-    bool choice;                     /* a whole choice of a best-of request: index, text, finish */
-    int index;
+    bool choice;                     /* n_best > 1: choice `index` ended with `finish` */
+    int index;                       /* the choice a piece of text belongs to (0 but for n_best > 1) */
     char error[256];
 } br_sched_event;
 

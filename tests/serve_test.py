@@ -87,9 +87,10 @@ def post(port, path, body, **kw):
     return st, json.loads(out), r
 
 
-def stream(port, path, body, close_after=None, timeout=300, pieces=None, until=None):
+def stream(port, path, body, close_after=None, timeout=300, pieces=None, until=None, events=None):
     """Streams an SSE response: (text, last chunk, t_first_token, saw_done). pieces, a list, gets each text chunk;
-    until, a function called after each event, ends the stream (the client goes away) when it returns true."""
+    until, a function called after each event, ends the stream (the client goes away) when it returns true;
+    events, a list, gets every event's JSON."""
     body = dict(body, stream=True)
     s = socket.create_connection((HOST, port), timeout=timeout)
     data = json.dumps(body).encode()
@@ -125,6 +126,8 @@ def stream(port, path, body, close_after=None, timeout=300, pieces=None, until=N
                 continue
             j = json.loads(d)
             last = j
+            if events is not None:
+                events.append(j)
             ch = j["choices"][0] if j.get("choices") else {}
             piece = ch.get("text") if "text" in ch else (ch.get("delta") or {}).get("content")
             if piece:
@@ -204,6 +207,48 @@ if want("parity"):
     st, j, _ = post(port, "/v1/completions", dict(body, n=1, best_of=3))
     check(st == 200 and len(j["choices"]) == 1 and j["choices"][0]["text"] in singles and
           j["usage"]["completion_tokens"] >= 3, f"best_of=3 returns one of the three: {j}")
+
+    def by_choice(evs, chat):
+        """A stream's events by choice index: texts, finish reasons, and the index of each text chunk in order."""
+        texts, fins, order = {}, {}, []
+        for e in evs:
+            for c in e.get("choices") or []:
+                piece = (c.get("delta") or {}).get("content") if chat else c.get("text")
+                if piece:
+                    texts[c["index"]] = texts.get(c["index"], "") + piece
+                    order.append(c["index"])
+                if c.get("finish_reason"):
+                    check(c["index"] not in fins, f"one finish_reason per choice ({c['index']})")
+                    fins[c["index"]] = c["finish_reason"]
+        return texts, fins, order
+
+    # n > 1 streamed token by token: every choice's chunks carry its index, interleaved as the choices are decoded
+    # together; each choice's streamed text equals the non-streamed one (seeded sampling and greedy)
+    for b, chat in [(dict(body, n=3, max_tokens=24), False), (dict(body, n=2, temperature=0, max_tokens=16), False),
+                    ({"messages": [{"role": "user", "content": "What is a whale?"}], "n": 3, "max_tokens": 16,
+                      "temperature": 0.9, "seed": 11}, True)]:
+        path = "/v1/chat/completions" if chat else "/v1/completions"
+        st, whole, _ = post(port, path, b)
+        want_t = {c["index"]: c["message"]["content"] if chat else c["text"] for c in whole["choices"]}
+        want_f = {c["index"]: c["finish_reason"] for c in whole["choices"]}
+        evs = []
+        _, last, _, done = stream(port, path, b, events=evs)
+        texts, fins, order = by_choice(evs, chat)
+        texts = {i: texts.get(i, "") for i in want_t}
+        check(st == 200 and done and texts == want_t, f"n={b['n']} streamed choices equal the whole ones: {texts} vs {want_t}")
+        check(fins == want_f, f"n={b['n']}: each streamed choice ends with its finish_reason: {fins} vs {want_f}")
+        check(last["usage"]["completion_tokens"] == whole["usage"]["completion_tokens"], "n > 1 stream: usage")
+        switches = sum(1 for x, y in zip(order, order[1:]) if x != y)
+        check(switches >= len(want_t), f"n={b['n']}: the choices' chunks interleave as they are decoded ({order})")
+    # greedy: every choice is the single greedy answer
+    g = post(port, "/v1/completions", dict(body, n=1, temperature=0, max_tokens=16))[1]["choices"][0]["text"]
+    st, j, _ = post(port, "/v1/completions", dict(body, n=2, temperature=0, max_tokens=16))
+    check([c["text"] for c in j["choices"]] == [g, g], f"greedy n=2: both choices are the greedy answer {g!r}: {j}")
+    # best_of > n ranks whole candidates: its stream sends each choice whole, then its finish
+    evs = []
+    _, last, _, done = stream(port, "/v1/completions", dict(body, n=1, best_of=3), events=evs)
+    texts, fins, _ = by_choice(evs, False)
+    check(done and set(texts) == {0} and texts[0] in singles and set(fins) == {0}, f"best_of=3 streamed: {texts} {fins}")
     st, out, _ = request(port, "GET", "/v1/models")
     check(st == 200 and json.loads(out)["data"][0]["object"] == "model", "/v1/models")
     st, out, _ = request(port, "GET", "/health")
@@ -256,6 +301,17 @@ if want("disconnect"):
     check(m["braid_slots_busy"] == 0 and m["braid_requests_cancelled_total"] >= 1,
           f"the slot was freed and the request cancelled: {m}")
     check(m["braid_tokens_generated_total"] < 500, f"generation stopped when the client left ({m['braid_tokens_generated_total']})")
+    # the same with four choices decoding together: every one stops, the slot is free again
+    stream(one.port, "/v1/completions", {"prompt": "The whale", "max_tokens": 4000, "temperature": 1.0, "ignore_eos": True,
+                                         "n": 4}, close_after=6)
+    t1 = time.time()
+    st, j, _ = post(one.port, "/v1/completions", {"prompt": "Hello", "max_tokens": 4, "temperature": 0}, timeout=60)
+    dt = time.time() - t1
+    m2 = metrics(one.port)
+    check(st == 200 and dt < 10 and m2["braid_slots_busy"] == 0 and m2["braid_requests_cancelled_total"] >= 2,
+          f"n=4: a disconnect cancels every choice and frees the slot ({dt:.2f} s, {m2['braid_slots_busy']} busy)")
+    check(m2["braid_tokens_generated_total"] - m["braid_tokens_generated_total"] < 4 * 500,
+          f"n=4: generation stopped when the client left ({m2['braid_tokens_generated_total']})")
     one.stop()
 
 if want("hostile"):

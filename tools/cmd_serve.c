@@ -65,20 +65,26 @@ typedef struct answer {
     int n;
 } answer;
 
+/* One choice of an answer: its text so far (kept when the body is whole, or a chat answer is to be
+ * remembered), whether a chunk of it went out, how it ended. */
+typedef struct choice {
+    char *text;
+    size_t n, cap;
+    bool started;
+    br_finish finish;
+} choice;
+
 /* One API request in flight: from submit to its done event. */
 typedef struct apireq {
     server *srv;
     http_conn *conn;
     uint64_t id;
-    bool stream, chat, started;
+    bool stream, chat;
     char rid[48];
     long created;
-    char *text;        /* the answer so far (not streamed) */
-    size_t n_text, cap_text;
-    int n_choices;     /* best-of / n > 1: the choices, whole */
-    char *choice_text[MAX_CHOICES];
-    size_t choice_len[MAX_CHOICES];
-    br_finish choice_finish[MAX_CHOICES];
+    int n_choices;     /* 1, or n for n > 1 and best_of */
+    bool multi;        /* n > 1 or best_of > 1: each choice ends with its own event */
+    choice ch[MAX_CHOICES];
 } apireq;
 
 typedef struct evnode {
@@ -149,7 +155,7 @@ static json_t *chunk_json_i(apireq *a, int index, const char *text, size_t len, 
     json_t *choice;
     if (a->chat) {
         json_t *delta = json_object();
-        if (!a->started || index > 0) json_object_set_new(delta, "role", json_string("assistant"));
+        if (!a->ch[index].started) json_object_set_new(delta, "role", json_string("assistant"));
         if (text) json_object_set_new(delta, "content", json_stringn(text, len));
         choice = json_pack("{s:i,s:o,s:n,s:o}", "index", index, "delta", delta, "logprobs", "finish_reason",
                            finish ? json_string(finish) : json_null());
@@ -157,6 +163,7 @@ static json_t *chunk_json_i(apireq *a, int index, const char *text, size_t len, 
         choice = json_pack("{s:i,s:s%,s:n,s:o}", "index", index, "text", text ? text : "", text ? len : 0, "logprobs",
                            "finish_reason", finish ? json_string(finish) : json_null());
     }
+    a->ch[index].started = true;
     return json_pack("{s:s,s:s,s:i,s:s,s:[o]}", "id", a->rid, "object", a->chat ? "chat.completion.chunk" : "text_completion",
                      "created", a->created, "model", a->srv->model_id, "choices", choice);
 }
@@ -203,8 +210,7 @@ static void respond_error(server *s, http_conn *c, int status, const char *type,
 
 static void apireq_free(apireq *a) {
     if (a->conn) http_conn_release(a->conn);
-    for (int i = 0; i < a->n_choices; i++) free(a->choice_text[i]);
-    free(a->text);
+    for (int i = 0; i < MAX_CHOICES; i++) free(a->ch[i].text);
     free(a);
 }
 
@@ -240,41 +246,33 @@ static void remember_answer(server *s, const char *text, const int32_t *ids, int
     *v = (answer){fnv1a(text), ++s->answer_clock, t, c, n};
 }
 
+static void choice_append(choice *c, const char *t, size_t n) {
+    if (c->n + n + 1 > c->cap) {
+        size_t cap = (c->n + n + 1) * 2;
+        char *nt = realloc(c->text, cap);
+        if (!nt) return;
+        c->text = nt;
+        c->cap = cap;
+    }
+    memcpy(c->text + c->n, t, n);
+    c->n += n;
+    c->text[c->n] = 0;
+}
+
 static void handle_event(server *s, const br_sched_event *ev) {
     apireq *a = ev->user;
     bool alive = http_conn_alive(a->conn);
-    if (ev->choice) {
-        if (!alive || ev->index != a->n_choices || a->n_choices >= MAX_CHOICES) return;
-        if (a->stream) {
-            send_sse(a, chunk_json_i(a, ev->index, ev->text, ev->len, finish_name(ev->finish)));
-            a->started = true;
-        }
-        char *t = malloc(ev->len + 1);
-        if (!t) return;
-        memcpy(t, ev->text, ev->len);
-        t[ev->len] = 0;
-        a->choice_text[a->n_choices] = t;
-        a->choice_len[a->n_choices] = ev->len;
-        a->choice_finish[a->n_choices++] = ev->finish;
-        return;
-    }
     if (!ev->done) {
-        if (!alive || !ev->len) return;
-        if (a->stream) {
-            send_sse(a, chunk_json(a, ev->text, ev->len, NULL));
-            a->started = true;
+        if (!alive || ev->index < 0 || ev->index >= a->n_choices) return;
+        choice *c = &a->ch[ev->index];
+        if (ev->choice) { /* one of several choices ended: a stream says so in that choice's last chunk */
+            c->finish = ev->finish;
+            if (a->stream) send_sse(a, chunk_json_i(a, ev->index, NULL, 0, finish_name(ev->finish)));
+            return;
         }
-        if (a->stream && !a->chat) return;
-        if (a->n_text + ev->len + 1 > a->cap_text) {
-            size_t cap = (a->n_text + ev->len + 1) * 2;
-            char *nt = realloc(a->text, cap);
-            if (!nt) return;
-            a->text = nt;
-            a->cap_text = cap;
-        }
-        memcpy(a->text + a->n_text, ev->text, ev->len);
-        a->n_text += ev->len;
-        a->text[a->n_text] = 0;
+        if (!ev->len) return;
+        if (a->stream) send_sse(a, chunk_json_i(a, ev->index, ev->text, ev->len, NULL));
+        if (!a->stream || (a->chat && !a->multi)) choice_append(c, ev->text, ev->len);
         return;
     }
     if (alive) {
@@ -288,7 +286,7 @@ static void handle_event(server *s, const br_sched_event *ev) {
             } else {
                 respond_error(s, a->conn, 500, "server_error", NULL, NULL, msg);
             }
-        } else if (a->stream && a->n_choices) {
+        } else if (a->stream && a->multi) {
             json_t *j = json_pack("{s:s,s:s,s:i,s:s,s:[]}", "id", a->rid, "object",
                                   a->chat ? "chat.completion.chunk" : "text_completion", "created", a->created, "model",
                                   s->model_id, "choices");
@@ -304,11 +302,10 @@ static void handle_event(server *s, const br_sched_event *ev) {
             http_stream_end(a->conn);
         } else {
             json_t *choices = json_array();
-            int nc = a->n_choices ? a->n_choices : 1;
-            for (int i = 0; i < nc; i++) {
-                const char *t = a->n_choices ? a->choice_text[i] : a->text ? a->text : "";
-                size_t len = a->n_choices ? a->choice_len[i] : a->n_text;
-                const char *fin = finish_name(a->n_choices ? a->choice_finish[i] : ev->finish);
+            for (int i = 0; i < a->n_choices; i++) {
+                const char *t = a->ch[i].text ? a->ch[i].text : "";
+                size_t len = a->ch[i].n;
+                const char *fin = finish_name(a->multi ? a->ch[i].finish : ev->finish);
                 if (a->chat)
                     json_array_append_new(choices, json_pack("{s:i,s:{s:s,s:s%},s:n,s:s}", "index", i, "message", "role",
                                                              "assistant", "content", t, len, "logprobs", "finish_reason", fin));
@@ -325,7 +322,7 @@ static void handle_event(server *s, const br_sched_event *ev) {
         }
     }
     if (a->chat && ev->ids && !ev->cut && (ev->finish == BR_FINISH_STOP || ev->finish == BR_FINISH_LENGTH))
-        remember_answer(s, a->text ? a->text : "", ev->ids, ev->n_gen);
+        remember_answer(s, a->ch[0].text ? a->ch[0].text : "", ev->ids, ev->n_gen);
     s->n_completions++;
     apireq_free(a);
 }
@@ -668,6 +665,8 @@ static void completion(server *s, http_conn *c, const http_req *r, bool chat) {
     a->conn = c;
     a->stream = p.stream;
     a->chat = chat;
+    a->multi = p.rq.n_best > 1;
+    a->n_choices = a->multi ? p.rq.n_return : 1;
     a->created = (long)time(NULL);
     snprintf(a->rid, sizeof a->rid, "%s-%ld", chat ? "chatcmpl" : "cmpl", ++s->next_rid);
     br_err err = {0};
