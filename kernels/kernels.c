@@ -185,6 +185,9 @@ typedef struct {
 
 #define MM_TILE 64       /* rows of W converted at once for the sgemm path */
 #define MM_GEMM_MIN_N 4  /* below this many rows of x, dot products beat converting W */
+/* F16/BF16 W with SIMD: up to this many rows of x (a batch of decoding sequences), dot products that
+ * convert W in registers beat converting tiles of W to float for sgemm */
+#define MM_F16_MAX_N 16
 /* Quantized W: up to this many rows of x, q8x dot products (W read once for all rows) beat decoding
  * tiles of W for sgemm; batched decode of several sequences stays on this path. */
 #define MM_Q8_MAX_N 16
@@ -194,6 +197,13 @@ typedef struct {
  * (a batch of decoding sequences), then stays in L1 for the other dots. F16 and BF16 rows are converted
  * to float once, into the thread's scratch, rather than once per dot. */
 static void mm_dot_rows(const mm_job *j, int r0, int r1, int thread) {
+    if ((j->wt == BR_W_F16 || j->wt == BR_W_BF16) && (g_isa >= BR_ISA_AVX512 || (g_isa >= BR_ISA_AVX2 && j->n > 1))) {
+        /* converted in registers, two weight rows against four rows of x at a time */
+        const uint8_t *w = j->w + (size_t)r0 * j->row_bytes;
+        if (g_isa >= BR_ISA_AVX512) br_avx512_dot_rows(j->wt, w, j->row_bytes, r1 - r0, j->x, j->n, j->cols, j->y + r0, j->rows);
+        else br_avx2_dot_rows(j->wt, w, j->row_bytes, r1 - r0, j->x, j->n, j->cols, j->y + r0, j->rows);
+        return;
+    }
     float *wf = NULL;
     if (j->n > 1 && (j->wt == BR_W_F16 || j->wt == BR_W_BF16))
         wf = br_pool_scratch(j->pool, thread, (size_t)j->cols * sizeof(float));
@@ -286,7 +296,8 @@ void br_k_matmul(br_pool *pool, float *y, const float *x, const void *w, br_wtyp
             return;
         }
     }
-    if (n >= MM_GEMM_MIN_N) {
+    bool f16_dots = (wt == BR_W_F16 || wt == BR_W_BF16) && g_isa >= BR_ISA_AVX2 && n <= MM_F16_MAX_N;
+    if (n >= MM_GEMM_MIN_N && !f16_dots) {
         int tiles = (rows + MM_TILE - 1) / MM_TILE;
         if (tasks > tiles) tasks = tiles;
         j.rows_per_task = (tiles + tasks - 1) / tasks * MM_TILE;

@@ -48,6 +48,65 @@ float br_avx2_dot(br_wtype wt, const void *w, const float *x, int n) {
     return s;
 }
 
+/* Two weight rows (TWO) or one against NX rows of x: every 8 weights are converted once, in a register,
+ * and feed 2 x NX FMAs. wt, TWO and NX are constants where this is inlined, so the accumulators stay in
+ * registers and the type test leaves the loop. */
+#define BR_INLINE static inline __attribute__((always_inline))
+BR_INLINE void rows_blk(br_wtype wt, const void *w0, const void *w1, const float *x, int cols, int NX, int TWO,
+                        float *y, int ldy) {
+    __m256 a0[4], a1[4];
+    for (int u = 0; u < NX; u++) a0[u] = a1[u] = _mm256_setzero_ps();
+    int c = 0;
+    for (; c + 8 <= cols; c += 8) {
+        __m256 v0 = load8(wt, w0, c), v1 = TWO ? load8(wt, w1, c) : v0;
+        for (int u = 0; u < NX; u++) {
+            __m256 xv = _mm256_loadu_ps(x + (size_t)u * cols + c);
+            a0[u] = _mm256_fmadd_ps(v0, xv, a0[u]);
+            if (TWO) a1[u] = _mm256_fmadd_ps(v1, xv, a1[u]);
+        }
+    }
+    for (int u = 0; u < NX; u++) {
+        const float *xu = x + (size_t)u * cols;
+        float s0 = hsum(a0[u]), s1 = TWO ? hsum(a1[u]) : 0;
+        for (int k = c; k < cols; k++) {
+            s0 += tail1(wt, w0, k) * xu[k];
+            if (TWO) s1 += tail1(wt, w1, k) * xu[k];
+        }
+        y[(size_t)u * ldy] = s0;
+        if (TWO) y[(size_t)u * ldy + 1] = s1;
+    }
+}
+
+BR_INLINE void rows_all(br_wtype wt, const uint8_t *w, size_t row_bytes, int nr, const float *x, int n, int cols,
+                        float *y, int ldy) {
+    for (int r = 0; r < nr; r += 2) {
+        const uint8_t *w0 = w + (size_t)r * row_bytes, *w1 = w0 + row_bytes;
+        for (int i = 0; i < n; i += 4) {
+            const float *xi = x + (size_t)i * cols;
+            float *yi = y + (size_t)i * ldy + r;
+            int nx = n - i < 4 ? n - i : 4;
+            if (r + 1 < nr) {
+                if (nx == 4) rows_blk(wt, w0, w1, xi, cols, 4, 1, yi, ldy);
+                else if (nx == 3) rows_blk(wt, w0, w1, xi, cols, 3, 1, yi, ldy);
+                else if (nx == 2) rows_blk(wt, w0, w1, xi, cols, 2, 1, yi, ldy);
+                else rows_blk(wt, w0, w1, xi, cols, 1, 1, yi, ldy);
+            } else {
+                if (nx == 4) rows_blk(wt, w0, NULL, xi, cols, 4, 0, yi, ldy);
+                else if (nx == 3) rows_blk(wt, w0, NULL, xi, cols, 3, 0, yi, ldy);
+                else if (nx == 2) rows_blk(wt, w0, NULL, xi, cols, 2, 0, yi, ldy);
+                else rows_blk(wt, w0, NULL, xi, cols, 1, 0, yi, ldy);
+            }
+        }
+    }
+}
+
+void br_avx2_dot_rows(br_wtype wt, const void *w, size_t row_bytes, int nr, const float *x, int n, int cols,
+                      float *y, int ldy) {
+    if (wt == BR_W_F16) rows_all(BR_W_F16, w, row_bytes, nr, x, n, cols, y, ldy);
+    else if (wt == BR_W_BF16) rows_all(BR_W_BF16, w, row_bytes, nr, x, n, cols, y, ldy);
+    else rows_all(BR_W_F32, w, row_bytes, nr, x, n, cols, y, ldy);
+}
+
 /* e^x for x <= 0 (the scan only needs decays): 2^k * p(r), r in [-ln2/2, ln2/2], relative error ~2e-7
  * down to ln(FLT_MIN); below that the true value is subnormal and we return 0 (absolute error < 1.2e-38). */
 static inline __m256 exp8(__m256 x) {

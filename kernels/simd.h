@@ -7,6 +7,11 @@
 
 void br_avx2_to_f32(br_wtype t, const void *src, float *dst, size_t n);
 float br_avx2_dot(br_wtype wt, const void *w, const float *x, int n);
+/* y[i * ldy + r] = dot(row r of W, row i of x) for nr rows of W (row_bytes apart) and n rows of x */
+void br_avx2_dot_rows(br_wtype wt, const void *w, size_t row_bytes, int nr, const float *x, int n, int cols,
+                      float *y, int ldy);
+void br_avx512_dot_rows(br_wtype wt, const void *w, size_t row_bytes, int nr, const float *x, int n, int cols,
+                        float *y, int ldy);
 #define BR_CONV_MAXK 16 /* longer conv kernels take the scalar path */
 void br_avx2_conv_silu(float *out, const float *x, int ldx, float *win, const float *w, const float *bias, int T,
                        int d, int k);

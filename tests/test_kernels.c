@@ -259,7 +259,7 @@ static void dot_all_types_lengths_isas(void **state) {
 
 static void matmul_paths_pools_isas(void **state) {
     (void)state;
-    static const int ns[] = {1, 2, 3, 4, 5, 17, 64};
+    static const int ns[] = {1, 2, 3, 4, 5, 8, 16, 17, 64};
     static const int shapes[][2] = {{37, 45}, {130, 64}, {1, 1}, {200, 33}};
     br_pool *pools[3] = {NULL, NULL, NULL};
     assert_int_equal(br_pool_init(&pools[1], 1), 0);

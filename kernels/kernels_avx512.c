@@ -1,0 +1,74 @@
+/* AVX-512 products of F16/BF16/F32 weight rows with a few rows of x (a batch of decoding sequences);
+ * compiled with those flags and only called after br_k_init() has seen the CPU and OS support them. */
+#include <immintrin.h>
+
+#include "simd.h"
+
+/* 16 weights from element i on, converted to float; lanes at or past `left` read nothing and are 0. */
+static inline __attribute__((always_inline)) __m512 load16(br_wtype t, const void *p, int i, __mmask16 m) {
+    if (t == BR_W_F32) return _mm512_maskz_loadu_ps(m, (const float *)p + i);
+    __m256i h = _mm256_maskz_loadu_epi16(m, (const uint16_t *)p + i);
+    if (t == BR_W_F16) return _mm512_cvtph_ps(h);
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+}
+
+/* NR weight rows against NX rows of x, 16 columns a step (the last step masked): each 16 weights are
+ * converted once, in a register, and feed NX FMAs. wt, NR and NX are constants where this is inlined,
+ * so the NR x NX accumulators stay in registers. */
+static inline __attribute__((always_inline)) void blk(br_wtype wt, const uint8_t *w, size_t row_bytes,
+                                                      const float *x, int cols, int NR, int NX, float *y, int ldy) {
+    __m512 a[4][8];
+    for (int q = 0; q < NR; q++)
+        for (int u = 0; u < NX; u++) a[q][u] = _mm512_setzero_ps();
+    for (int c = 0; c < cols; c += 16) {
+        __mmask16 m = cols - c >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (cols - c)) - 1);
+        __m512 v[4];
+        for (int q = 0; q < NR; q++) v[q] = load16(wt, w + (size_t)q * row_bytes, c, m);
+        for (int u = 0; u < NX; u++) {
+            __m512 xv = _mm512_maskz_loadu_ps(m, x + (size_t)u * cols + c);
+            for (int q = 0; q < NR; q++) a[q][u] = _mm512_fmadd_ps(v[q], xv, a[q][u]);
+        }
+    }
+    for (int u = 0; u < NX; u++)
+        for (int q = 0; q < NR; q++) y[(size_t)u * ldy + q] = _mm512_reduce_add_ps(a[q][u]);
+}
+
+/* Rows of W in pairs against rows of x in eights (16 accumulators: each conversion of 16 weights then
+ * feeds 8 FMAs, and the conversions' share of the FMA ports is small); what is left of x goes in a four,
+ * a two and a one. One row of x takes W four rows at a time instead, for four independent sums. */
+#define PAIR(NX)                                                                                            \
+    do {                                                                                                    \
+        if (two) blk(wt, wr, row_bytes, xi, cols, 2, NX, yi, ldy);                                          \
+        else blk(wt, wr, row_bytes, xi, cols, 1, NX, yi, ldy);                                              \
+        xi += (size_t)(NX) * cols;                                                                          \
+        yi += (size_t)(NX) * ldy;                                                                           \
+        left -= NX;                                                                                         \
+    } while (0)
+
+static inline __attribute__((always_inline)) void all(br_wtype wt, const uint8_t *w, size_t row_bytes, int nr,
+                                                      const float *x, int n, int cols, float *y, int ldy) {
+    int r = 0;
+    if (n == 1) {
+        for (; r + 4 <= nr; r += 4) blk(wt, w + (size_t)r * row_bytes, row_bytes, x, cols, 4, 1, y + r, ldy);
+        for (; r < nr; r++) blk(wt, w + (size_t)r * row_bytes, row_bytes, x, cols, 1, 1, y + r, ldy);
+        return;
+    }
+    for (; r < nr; r += 2) {
+        const uint8_t *wr = w + (size_t)r * row_bytes;
+        const float *xi = x;
+        float *yi = y + r;
+        int left = n, two = r + 1 < nr;
+        while (left >= 8) PAIR(8);
+        if (left >= 4) PAIR(4);
+        if (left >= 2) PAIR(2);
+        if (left >= 1) PAIR(1);
+    }
+}
+#undef PAIR
+
+void br_avx512_dot_rows(br_wtype wt, const void *w, size_t row_bytes, int nr, const float *x, int n, int cols,
+                        float *y, int ldy) {
+    if (wt == BR_W_F16) all(BR_W_F16, w, row_bytes, nr, x, n, cols, y, ldy);
+    else if (wt == BR_W_BF16) all(BR_W_BF16, w, row_bytes, nr, x, n, cols, y, ldy);
+    else all(BR_W_F32, w, row_bytes, nr, x, n, cols, y, ldy);
+}
