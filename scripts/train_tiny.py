@@ -684,7 +684,9 @@ def train(args):
         now = time.time()
         if step_times:
             st = float(np.mean(step_times[-50:])) if len(step_times) > 3 else step_times[-1]
-            if reserve is None:
+            if args.skip_final_eval:
+                est_reserve = 30  # export only
+            elif reserve is None:
                 # Full validation costs about forward-only time (~1/3 of a train step per batch).
                 n_val_batches = math.ceil(((len(valid_data) - 1) // T) / bs)
                 est_reserve = n_val_batches * st / 3 + 30
@@ -741,9 +743,10 @@ def train(args):
     save_ckpt()
     log(args, "training done: %d steps, %.2fM tokens, %.1f min" % (step, tokens_seen / 1e6, (time.time() - t_start) / 60))
     te = time.time()
-    vl, cnt = evaluate(model, valid_data, T, 0, bs)
-    log(args, "final valid_loss %.4f ppl %.2f bpb %.4f over %d tokens (%.0fs)"
-        % (vl, math.exp(vl), bpb(vl), cnt, time.time() - te))
+    vl, cnt = evaluate(model, valid_data, T, 0, bs) if not args.skip_final_eval else (None, 0)
+    if vl is not None:
+        log(args, "final valid_loss %.4f ppl %.2f bpb %.4f over %d tokens (%.0fs)"
+            % (vl, math.exp(vl), bpb(vl), cnt, time.time() - te))
     export_hf(model, os.path.join(args.out, "hf"), args.tokenizer)
     log(args, "exported to %s" % os.path.join(args.out, "hf"))
 
@@ -888,6 +891,9 @@ def main():
                     help="fraction of batch rows drawn from chat_train.txt (ChatML conversations)")
     ap.add_argument("--device", default="cpu", help="torch device for training (cpu, cuda)")
     ap.add_argument("--resume", action="store_true")
+    ap.add_argument("--skip-final-eval", action="store_true",
+                    help="no full-validation pass at the end (on a busy CPU it costs ~1/3 of the budget; "
+                         "scripts/eval_chat.py measures bits per byte with braid instead)")
     ap.add_argument("--sched-start", type=int, default=None, metavar="STEP",
                     help="with --resume: warmup + cosine run from STEP (-1: the resumed step) to the planned end")
     ap.add_argument("--selftest", action="store_true")
