@@ -1,4 +1,4 @@
-/* Sampling chain: repetition penalty, top-k, temperature softmax, top-p, min-p, then a draw.
+/* Sampling chain: repetition, frequency and presence penalties, top-k, temperature softmax, top-p, min-p, then a draw.
  * Only as much of the vocabulary is put in order as the chain reads: the top k, or chunks of the best. */
 #include "sample.h"
 
@@ -19,11 +19,14 @@ struct br_sampler {
     float *pv;    /* by id: probability of every token when top-k is off */
     int32_t *hist; /* ring of the last repeat_last_n tokens */
     int hist_n, hist_pos;
+    int32_t *cnt;  /* by id: times accepted in the answer (only when a presence or frequency penalty is set) */
+    int32_t *seen; /* the ids with cnt > 0, in first-seen order */
+    int n_seen;
     uint64_t rng;
 };
 
 br_sampler_params br_sampler_default_params(void) {
-    br_sampler_params p = {0.8f, 40, 0.95f, 0.05f, 1.1f, 64, 0};
+    br_sampler_params p = {0.8f, 40, 0.95f, 0.05f, 1.1f, 64, 0, 0.0f, 0.0f};
     return p;
 }
 
@@ -40,6 +43,8 @@ br_status br_sampler_init(br_sampler **out, br_sampler_params p, int n_vocab, br
     if (n_vocab < 1) return br_err_set(err, BR_EINVAL, "empty vocabulary");
     if (!(p.repeat_penalty > 0)) return br_err_set(err, BR_EINVAL, "repeat penalty must be > 0"); /* NaN too */
     if (p.repeat_last_n < 0) p.repeat_last_n = 0;
+    if (!isfinite(p.presence_penalty) || !isfinite(p.frequency_penalty))
+        return br_err_set(err, BR_EINVAL, "presence and frequency penalties must be finite numbers");
     br_sampler *s = calloc(1, sizeof *s);
     if (!s) return br_err_set(err, BR_ENOMEM, "out of memory");
     s->p = p;
@@ -48,7 +53,12 @@ br_status br_sampler_init(br_sampler **out, br_sampler_params p, int n_vocab, br
     s->pv = malloc((size_t)n_vocab * sizeof *s->pv);
     s->hist = malloc((size_t)(p.repeat_last_n ? p.repeat_last_n : 1) * sizeof *s->hist);
     s->rng = p.seed;
-    if (!s->c || !s->pv || !s->hist) {
+    bool counts = p.presence_penalty != 0 || p.frequency_penalty != 0;
+    if (counts) {
+        s->cnt = calloc((size_t)n_vocab, sizeof *s->cnt);
+        s->seen = malloc((size_t)n_vocab * sizeof *s->seen);
+    }
+    if (!s->c || !s->pv || !s->hist || (counts && (!s->cnt || !s->seen))) {
         br_sampler_free(s);
         return br_err_set(err, BR_ENOMEM, "out of memory");
     }
@@ -61,14 +71,22 @@ void br_sampler_free(br_sampler *s) {
     free(s->c);
     free(s->pv);
     free(s->hist);
+    free(s->cnt);
+    free(s->seen);
     free(s);
 }
 
 void br_sampler_accept(br_sampler *s, int32_t tok) {
+    if (s->cnt && tok >= 0 && tok < s->n_vocab && s->cnt[tok]++ == 0) s->seen[s->n_seen++] = tok;
     if (!s->p.repeat_last_n) return;
     s->hist[s->hist_pos] = tok;
     s->hist_pos = (s->hist_pos + 1) % s->p.repeat_last_n;
     if (s->hist_n < s->p.repeat_last_n) s->hist_n++;
+}
+
+void br_sampler_begin_answer(br_sampler *s) {
+    for (int i = 0; s->cnt && i < s->n_seen; i++) s->cnt[s->seen[i]] = 0;
+    s->n_seen = 0;
 }
 
 static int by_logit_desc(const void *a, const void *b) {
@@ -211,6 +229,11 @@ int32_t br_sampler_sample(br_sampler *s, float *logits) {
             if (seen || t < 0 || t >= n) continue;
             logits[t] = logits[t] > 0 ? logits[t] / s->p.repeat_penalty : logits[t] * s->p.repeat_penalty;
         }
+    /* then OpenAI's two: a token loses frequency_penalty per time it is in the answer, and presence_penalty once */
+    for (int i = 0; i < s->n_seen; i++) {
+        int32_t t = s->seen[i];
+        logits[t] -= (float)s->cnt[t] * s->p.frequency_penalty + s->p.presence_penalty;
+    }
     if (s->p.temperature <= 0) {
         int32_t best = 0;
         for (int i = 1; i < n; i++)

@@ -104,6 +104,7 @@ static br_status cand_new(search *s, const cand *parent, const float *logits, bo
         /* the history the repetition penalty reads: prompt, then what this candidate has made */
         const int32_t *pt = br_seq_tokens(s->prompt);
         for (int i = 0; i < br_seq_n_past(s->prompt); i++) br_sampler_accept(c->smp, pt[i]);
+        br_sampler_begin_answer(c->smp); /* the presence and frequency penalties count the candidate's tokens */
         for (int i = 0; i < nt; i++) br_sampler_accept(c->smp, c->c.tokens[i]);
     }
     *out = c;

@@ -436,6 +436,7 @@ static br_status start(br_sched *s, slot *sl, sreq *r, br_err *err) {
         if (whole && m > 0) sl->generating = true; /* the logits of the last prompt token are at hand */
     }
     for (int i = 0; i < r->n_prompt; i++) br_sampler_accept(sl->smp, r->prompt[i]);
+    br_sampler_begin_answer(sl->smp);
     if (r->detok_prompt)
         for (int i = 0; i < r->n_prompt; i++) {
             const char *t;
@@ -556,6 +557,7 @@ static void start_lanes(br_sched *s, slot *sl) {
         l->cap_gen = r->max_tokens + 1;
         memcpy(l->logits, sl->logits, V * sizeof *l->logits);
         for (int k = 0; k < r->n_prompt; k++) br_sampler_accept(l->smp, r->prompt[k]);
+        br_sampler_begin_answer(l->smp);
         for (int k = 0; r->detok_prompt && k < r->n_prompt; k++) {
             const char *t;
             size_t m;

@@ -144,9 +144,9 @@ def stream(port, path, body, close_after=None, timeout=300, pieces=None, until=N
     return "".join(text), last, t_first, done
 
 
-def generate(prompt, n):
+def generate(prompt, n, *extra):
     out = subprocess.run([args.braid, "generate", "-m", args.model, "-p", prompt, "-n", str(n), "--temp", "0",
-                          "--no-display-prompt", "--log-disable"], capture_output=True, check=True)
+                          "--no-display-prompt", "--log-disable", *extra], capture_output=True, check=True)
     t = out.stdout.decode()
     return t[:-1] if t.endswith("\n") else t
 
@@ -249,6 +249,31 @@ if want("parity"):
     _, last, _, done = stream(port, "/v1/completions", dict(body, n=1, best_of=3), events=evs)
     texts, fins, _ = by_choice(evs, False)
     check(done and set(texts) == {0} and texts[0] in singles and set(fins) == {0}, f"best_of=3 streamed: {texts} {fins}")
+    # presence and frequency penalties (OpenAI's: counts over the answer so far): greedy text equals braid generate
+    # with the same penalties, and a large one changes the answer
+    for p, pen in [("Once upon a time", {"frequency_penalty": 2}), ("The history of the", {"presence_penalty": 1.5}),
+                   ("The whale", {"frequency_penalty": 0.7, "presence_penalty": -0.5})]:
+        plain_t = post(port, "/v1/completions", {"prompt": p, "max_tokens": 40, "temperature": 0})[1]["choices"][0]["text"]
+        st, j, _ = post(port, "/v1/completions", dict({"prompt": p, "max_tokens": 40, "temperature": 0}, **pen))
+        got = j["choices"][0]["text"]
+        flags = [x for k, v in pen.items() for x in ("--" + k.replace("_", "-"), str(v))]
+        ref = generate(p, 40, *flags)
+        check(st == 200 and got == ref, f"{pen}: the server's answer equals braid generate {' '.join(flags)}: {got!r} vs {ref!r}")
+        if "frequency_penalty" in pen and pen["frequency_penalty"] >= 2:
+            check(got != plain_t, f"{pen} changes the greedy answer: {got!r}")
+        b, _, _, _ = stream(port, "/v1/completions", dict({"prompt": p, "max_tokens": 40, "temperature": 0}, **pen))
+        check(b == got, f"{pen}: streamed equals whole")
+    msgs = [{"role": "user", "content": "What is a whale?"}]
+    a = post(port, "/v1/chat/completions", {"messages": msgs, "max_tokens": 24, "temperature": 0})[1]
+    b = post(port, "/v1/chat/completions", {"messages": msgs, "max_tokens": 24, "temperature": 0, "frequency_penalty": 2})[1]
+    check(a["choices"][0]["message"]["content"] != b["choices"][0]["message"]["content"],
+          "chat: frequency_penalty 2 changes the greedy answer")
+    for pen in ["presence_penalty", "frequency_penalty"]:
+        for v in [2.5, -2.01, "1", True, [1]]:
+            st, j, _ = post(port, "/v1/completions", {"prompt": "a", "max_tokens": 2, pen: v})
+            check(st == 400 and j["error"]["param"] == pen, f"{pen}={v!r} is refused with 400: {st} {j}")
+        st, j, _ = post(port, "/v1/completions", {"prompt": "a", "max_tokens": 2, pen: -2})
+        check(st == 200, f"{pen}=-2 is accepted")
     st, out, _ = request(port, "GET", "/v1/models")
     check(st == 200 and json.loads(out)["data"][0]["object"] == "model", "/v1/models")
     st, out, _ = request(port, "GET", "/health")
@@ -362,7 +387,8 @@ if want("hostile"):
     for i in range(120):  # truncated JSON
         cut = rng.randrange(0, len(good) - 1)
         cases.append((http_post(b"/v1/chat/completions", good[:cut]), 400, "truncated JSON"))
-    fields = ["max_tokens", "temperature", "top_p", "top_k", "min_p", "seed", "stop", "n", "stream", "messages", "prompt"]
+    fields = ["max_tokens", "temperature", "top_p", "top_k", "min_p", "seed", "stop", "n", "stream", "messages", "prompt",
+              "presence_penalty", "frequency_penalty"]
     bad_values = ["x", [], {}, True, -5, 1e300, 10 ** 30, None, [1, "a"], "1"]
     for f in fields:
         for v in bad_values:

@@ -1,5 +1,6 @@
 /* Unit tests for runtime/sample.c: greedy choice, the sampled distribution and each truncation
- * (top-k, top-p, min-p) against an independent double computation, repetition penalty, seeding. */
+ * (top-k, top-p, min-p) against an independent double computation, repetition, presence and frequency
+ * penalties, seeding. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -7,6 +8,7 @@
 #include <cmocka.h>
 
 #include <math.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -291,6 +293,93 @@ static void repetition_penalty(void **state) {
     }
 }
 
+/* OpenAI's presence and frequency penalties, with the repetition penalty before them, on random logits and
+ * histories: the logits the sampler leaves equal a double computation from the definitions (counts over
+ * the answer only, the repetition penalty over the last repeat_last_n tokens of prompt and answer). */
+static void presence_frequency_penalties(void **state) {
+    (void)state;
+    enum { MAXV = 300, MAXH = 80 };
+    uint64_t rng = 12345;
+    float lg[MAXV], got[MAXV];
+    int32_t hist[MAXH];
+    int changed = 0;
+    for (int trial = 0; trial < 400; trial++) {
+#define RND() ((rng = rng * 6364136223846793005ull + 1442695040888963407ull) >> 33)
+#define UNI(lo, hi) ((lo) + ((hi) - (lo)) * (double)RND() / 2147483648.0)
+        int V = 2 + (int)(RND() % (MAXV - 1));
+        br_sampler_params p = plain(trial % 2 ? 1.0f : 0.0f, 3);
+        p.presence_penalty = (float)UNI(-2, 2);
+        p.frequency_penalty = (float)UNI(-2, 2);
+        if (trial % 5 == 0) p.presence_penalty = 0;
+        if (trial % 7 == 0) p.frequency_penalty = 0;
+        p.repeat_penalty = trial % 3 ? 1.0f : (float)UNI(0.5, 2);
+        p.repeat_last_n = (int)(RND() % 20);
+        int n_prompt = (int)(RND() % 30), n_ans = (int)(RND() % 40), pool = 1 + (int)(RND() % (unsigned)V);
+        for (int i = 0; i < n_prompt + n_ans; i++) {
+            hist[i] = (int32_t)(RND() % (unsigned)pool); /* a small pool: repeats */
+            if (RND() % 50 == 0) hist[i] = RND() % 2 ? -1 : V; /* outside the vocabulary: ignored */
+        }
+        for (int v = 0; v < V; v++) lg[v] = (float)UNI(-5, 5);
+        br_sampler *s = make(p, V);
+        /* a first answer that must not count: begin_answer forgets it */
+        br_sampler_accept(s, 0);
+        br_sampler_begin_answer(s);
+        for (int i = 0; i < n_prompt; i++) br_sampler_accept(s, hist[i]);
+        br_sampler_begin_answer(s);
+        for (int i = n_prompt; i < n_prompt + n_ans; i++) br_sampler_accept(s, hist[i]);
+        memcpy(got, lg, (size_t)V * sizeof *got);
+        int32_t pick = br_sampler_sample(s, got);
+        assert_true(pick >= 0 && pick < V);
+        br_sampler_free(s);
+        /* the reference: the whole history is [0] + prompt + answer */
+        int32_t all[MAXH + 1];
+        int n_all = 0;
+        all[n_all++] = 0;
+        for (int i = 0; i < n_prompt + n_ans; i++) all[n_all++] = hist[i];
+        for (int v = 0; v < V; v++) {
+            double x = lg[v];
+            bool recent = false;
+            for (int i = n_all - p.repeat_last_n; p.repeat_penalty != 1.0f && i < n_all; i++)
+                recent |= i >= 0 && all[i] == v;
+            if (recent) x = x > 0 ? x / p.repeat_penalty : x * p.repeat_penalty;
+            int cnt = 0;
+            for (int i = n_prompt; i < n_prompt + n_ans; i++) cnt += hist[i] == v;
+            x -= cnt * (double)p.frequency_penalty + (cnt > 0 ? (double)p.presence_penalty : 0.0);
+            assert_true(fabs(got[v] - x) <= 1e-5 * (1 + fabs(x)));
+            changed += got[v] != lg[v];
+        }
+#undef UNI
+#undef RND
+    }
+    assert_true(changed > 1000); /* the penalties did act */
+    /* a decision they flip: 2.0 - 2 * 0.3 = 1.4 < 1.5, and 2.0 - 0.6 = 1.4 with the presence penalty alone */
+    const float two[3] = {2.0f, 1.5f, 0.0f};
+    br_sampler_params p = plain(0.0f, 1);
+    p.frequency_penalty = 0.3f;
+    br_sampler *s = make(p, 3);
+    assert_int_equal(draw(s, two, 3), 0);
+    br_sampler_accept(s, 0);
+    assert_int_equal(draw(s, two, 3), 0);
+    br_sampler_accept(s, 0);
+    assert_int_equal(draw(s, two, 3), 1);
+    br_sampler_begin_answer(s);
+    assert_int_equal(draw(s, two, 3), 0);
+    br_sampler_free(s);
+    p.frequency_penalty = 0;
+    p.presence_penalty = 0.6f;
+    s = make(p, 3);
+    br_sampler_accept(s, 0);
+    assert_int_equal(draw(s, two, 3), 1);
+    br_sampler_free(s);
+    /* not finite: refused */
+    br_err err = {0};
+    p.presence_penalty = NAN;
+    assert_int_equal(br_sampler_init(&s, p, 3, &err), BR_EINVAL);
+    p.presence_penalty = 0;
+    p.frequency_penalty = INFINITY;
+    assert_int_equal(br_sampler_init(&s, p, 3, &err), BR_EINVAL);
+}
+
 static void seeds(void **state) {
     (void)state;
     enum { N = 1000, V = 64 };
@@ -458,6 +547,7 @@ int main(void) {
         cmocka_unit_test(top_k_only_best),
         cmocka_unit_test(chain_combined),
         cmocka_unit_test(repetition_penalty),
+        cmocka_unit_test(presence_frequency_penalties),
         cmocka_unit_test(seeds),
         cmocka_unit_test(bad_params),
         cmocka_unit_test(large_vocab_matches_full_sort),

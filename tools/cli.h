@@ -61,6 +61,8 @@ typedef enum {
     CLI_SUMM_MODE, CLI_INSTRUCTION, CLI_MAX_SUMMARY, CLI_LOSSY, CLI_QUIET,
     /* serve (llama-server's names) */
     CLI_HOST, CLI_PORT, CLI_PARALLEL, CLI_API_KEY, CLI_CACHE_RAM, CLI_TIMEOUT, CLI_QUEUE,
+    /* OpenAI's penalties (generate, chat) */
+    CLI_PRESENCE_PENALTY, CLI_FREQUENCY_PENALTY,
     CLI_N_OPTS,
     CLI_END = -1
 } cli_opt_id;

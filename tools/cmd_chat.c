@@ -43,6 +43,8 @@ static const cli_use uses[] = {
     {CLI_MIN_P, NULL, NULL},
     {CLI_REPEAT_PENALTY, NULL, NULL},
     {CLI_REPEAT_LAST_N, NULL, NULL},
+    {CLI_PRESENCE_PENALTY, NULL, NULL},
+    {CLI_FREQUENCY_PENALTY, NULL, NULL},
     {CLI_REVERSE_PROMPT, NULL, "also end an answer once it ends with TEXT (may be given more than once)"},
     {CLI_HIDE_THINKING, NULL, NULL},
     {CLI_LOG_DISABLE, NULL, NULL},
@@ -171,6 +173,7 @@ static br_status reset_sampler_with(chat *c, bool new_stream, br_err *err) {
     int n = br_seq_n_past(c->seq), from = n > p.repeat_last_n ? n - p.repeat_last_n : 0;
     const int32_t *t = br_seq_tokens(c->seq);
     for (int i = from; i < n; i++) br_sampler_accept(c->smp, t[i]);
+    br_sampler_begin_answer(c->smp); /* the state ends where an answer starts */
     return BR_OK;
 }
 
@@ -363,6 +366,7 @@ static void do_turn(chat *c, const char *text) {
     c->last_prefill = (int)n;
     c->prefill_tps = dt > 0 ? n / dt : 0;
     for (size_t i = 0; i < n; i++) br_sampler_accept(c->smp, all[i]);
+    br_sampler_begin_answer(c->smp);
     c->open_answer = false;
     c->n_in_state = c->n_msgs;
     /* a boundary after the generation prompt, with its logits: /regen samples again from here at once */
@@ -991,6 +995,8 @@ int cmd_chat(int argc, char **argv) {
     sp.min_p = (float)a.real[CLI_MIN_P];
     sp.repeat_penalty = (float)a.real[CLI_REPEAT_PENALTY];
     sp.repeat_last_n = (int)a.num[CLI_REPEAT_LAST_N];
+    sp.presence_penalty = (float)a.real[CLI_PRESENCE_PENALTY];
+    sp.frequency_penalty = (float)a.real[CLI_FREQUENCY_PENALTY];
     if (a.num[CLI_SEED] >= 0) {
         sp.seed = (uint64_t)a.num[CLI_SEED];
     } else {

@@ -31,6 +31,8 @@ static const cli_use uses[] = {
     {CLI_MIN_P, NULL, NULL},
     {CLI_REPEAT_PENALTY, NULL, NULL},
     {CLI_REPEAT_LAST_N, NULL, NULL},
+    {CLI_PRESENCE_PENALTY, NULL, NULL},
+    {CLI_FREQUENCY_PENALTY, NULL, NULL},
     {CLI_IGNORE_EOS, NULL, NULL},
     {CLI_REVERSE_PROMPT, NULL, NULL},
     {CLI_NO_DISPLAY_PROMPT, NULL, NULL},
@@ -94,6 +96,8 @@ int cmd_generate(int argc, char **argv) {
     sp.min_p = (float)a.real[CLI_MIN_P];
     sp.repeat_penalty = (float)a.real[CLI_REPEAT_PENALTY];
     sp.repeat_last_n = (int)a.num[CLI_REPEAT_LAST_N];
+    sp.presence_penalty = (float)a.real[CLI_PRESENCE_PENALTY];
+    sp.frequency_penalty = (float)a.real[CLI_FREQUENCY_PENALTY];
     if (!model_path) return cli_usage_error("generate", "no model given (-m MODEL.gguf)");
     if (!!prompt + !!prompt_file + !!ids != 1) return cli_usage_error("generate", "give exactly one of -p, -f and --tokens");
     int src = gen_search_check(&a);
@@ -219,6 +223,7 @@ int cmd_generate(int argc, char **argv) {
         goto done;
     }
     for (size_t i = 0; i < n_prompt; i++) br_sampler_accept(smp, prompt_ids[i]);
+    br_sampler_begin_answer(smp);
     /* The prompt goes through the same streaming decoder as the output, so the output's first piece is
      * decoded as the continuation it is (its leading space kept), and prompt + output = the sequence. */
     if (detok) {

@@ -483,11 +483,8 @@ static bool parse_request(server *s, json_t *root, bool chat, parsed *p) {
     x = sp.min_p; if (!get_num(p, root, "min_p", 0, 1, &x)) return false; sp.min_p = (float)x;
     x = sp.repeat_penalty; if (!get_num(p, root, "repeat_penalty", 0.01, 100, &x)) return false; sp.repeat_penalty = (float)x;
     k = sp.top_k; if (!get_int(p, root, "top_k", 0, 1 << 24, &k)) return false; sp.top_k = (int)k;
-    for (const char **pen = (const char *[]){"presence_penalty", "frequency_penalty", NULL}; *pen; pen++) {
-        x = 0;
-        if (!get_num(p, root, *pen, -2, 2, &x)) return false;
-        if (x != 0) return bad(p, *pen, "'%s' is not supported (use repeat_penalty)", *pen);
-    }
+    x = 0; if (!get_num(p, root, "presence_penalty", -2, 2, &x)) return false; sp.presence_penalty = (float)x;
+    x = 0; if (!get_num(p, root, "frequency_penalty", -2, 2, &x)) return false; sp.frequency_penalty = (float)x;
     json_t *seed = json_object_get(root, "seed");
     if (seed && !json_is_null(seed)) {
         if (!json_is_integer(seed)) return bad(p, "seed", "'seed' must be an integer");
