@@ -2,6 +2,7 @@
 # Measures braid serve on 127.0.0.1: generated tokens/s and time to first token at several numbers of concurrent
 # streaming clients, and a follow-up turn's time to first token with the prompt cache and without it.
 # Usage: scripts/bench_serve.py BRAID MODEL [--clients 1,4,8] [--requests 16] [--tokens 64] [--turn-tokens 4000]
+# (--requests may be a list, one count per client count; --turn-tokens 0 skips the follow-up turn)
 import argparse
 import json
 import re
@@ -16,7 +17,7 @@ ap = argparse.ArgumentParser()
 ap.add_argument("braid")
 ap.add_argument("model")
 ap.add_argument("--clients", default="1,4,8")
-ap.add_argument("--requests", type=int, default=16, help="requests per client count")
+ap.add_argument("--requests", default="16", help="requests per client count (or a list, one per client count)")
 ap.add_argument("--tokens", type=int, default=64, help="max_tokens per request (EOS ignored)")
 ap.add_argument("--turn-tokens", type=int, default=4000, help="length of the conversation for the follow-up test")
 ap.add_argument("-t", "--threads", default="")
@@ -46,7 +47,7 @@ def stream(port, path, body):
     for line in f:
         if line.startswith(b"data: {"):
             j = json.loads(line[6:])
-            ch = j["choices"][0]
+            ch = (j["choices"] or [{}])[0]
             piece = ch.get("text") or (ch.get("delta") or {}).get("content")
             if piece:
                 text.append(piece)
@@ -60,7 +61,10 @@ def stream(port, path, body):
 
 
 prompts = ["Once upon a time", "The history of the", "In the beginning", "Python is a programming language"]
-for n in [int(x) for x in args.clients.split(",")]:
+clients = [int(x) for x in args.clients.split(",")]
+n_req = [int(x) for x in args.requests.split(",")]
+n_req = n_req * len(clients) if len(n_req) == 1 else n_req
+for n, n_requests in zip(clients, n_req):
     p, port = start("-np", str(n), "--cache-ram", "0")
     stream(port, "/v1/completions", {"prompt": "warm up", "max_tokens": 4})
     res, lock, nxt = [], threading.Lock(), [0]
@@ -70,7 +74,7 @@ for n in [int(x) for x in args.clients.split(",")]:
             with lock:
                 i = nxt[0]
                 nxt[0] += 1
-            if i >= args.requests:
+            if i >= n_requests:
                 return
             r = stream(port, "/v1/completions", {"prompt": prompts[i % len(prompts)] + f" {i}", "max_tokens": args.tokens,
                                                   "temperature": 0.8, "seed": i, "ignore_eos": True})
@@ -90,6 +94,8 @@ for n in [int(x) for x in args.clients.split(",")]:
     p.terminate()
     p.wait()
 
+if args.turn_tokens <= 0:
+    raise SystemExit(0)
 # a follow-up turn: with the cache (same server) and without (a server that has never seen the conversation)
 words = "the river runs past the old mill and the miller counts his sacks of grain before the winter comes . "
 msgs = [{"role": "system", "content": words * max(1, args.turn_tokens // 32)}, {"role": "user", "content": "Tell me about the mill."}]
