@@ -30,31 +30,43 @@ static inline __m512i q45_codes(const uint8_t *qs, const uint8_t *qh, int c) {
     return q;
 }
 
+/* Per super-block: four vpdpbusd give 64 int32 lanes, 8 per sub-block; two unpack-and-add steps fold
+ * them into 32 lanes so only two conversions and two FMAs remain (four of each before), and the float
+ * factors for the sub-blocks (scale x weight d x activation d) and for the mins (min x dmin x activation
+ * sum) come out of one 16-lane product. */
 static inline float zq45(const void *blocks, size_t bsz, bool five, br_q8x_view x, int n) {
     const uint8_t *base = blocks;
-    __m512 acc = _mm512_setzero_ps();
-    __m256 accm = _mm256_setzero_ps();
+    __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps(), accm = _mm512_setzero_ps();
+    /* after the folds, lane 4L+p of a folded pair holds sub-block (p odd ? 2 : 0) + (L >= 2) of the pair */
+    const __m512i g01 = _mm512_set_epi32(3, 1, 3, 1, 3, 1, 3, 1, 2, 0, 2, 0, 2, 0, 2, 0);
+    const __m512i g23 = _mm512_add_epi32(g01, _mm512_set1_epi32(4));
+    const __m512i dsel = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
     for (int k = 0; k < n / 256; k++) {
         const uint8_t *blk = base + (size_t)k * bsz;
-        uint16_t d16, dm16;
-        memcpy(&d16, blk, 2);
-        memcpy(&dm16, blk + 2, 2);
+        prefetch_ahead(blk, (int)bsz);
+        uint32_t dd;
+        memcpy(&dd, blk, 4); /* d, dmin */
         const uint8_t *scales = blk + 4, *qh = five ? blk + 16 : NULL, *qs = five ? blk + 48 : blk + 16;
         uint64_t sc, mn;
         br_k4_unpack(scales, &sc, &mn);
-        __m256 dx = _mm256_loadu_ps(x.d + 8 * k), ds = _mm256_loadu_ps(x.ds + 8 * k);
-        __m256 s8 = _mm256_mul_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_cvtsi64_si128((long long)sc))),
-                                                dx), _mm256_set1_ps(f16(d16)));
-        __m256 m8 = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_cvtsi64_si128((long long)mn)));
-        accm = _mm256_fmadd_ps(_mm256_mul_ps(m8, ds), _mm256_set1_ps(f16(dm16)), accm);
-        __m512 s16 = _mm512_castps256_ps512(s8);
+        /* lanes 0-7: scale_j * d * dx_j; lanes 8-15: min_j * dmin * ds_j */
+        __m512 f = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_set_epi64x((long long)mn, (long long)sc)));
+        __m512 xd = _mm512_castpd_ps(_mm512_insertf64x4(_mm512_castpd256_pd512(_mm256_castps_pd(_mm256_loadu_ps(x.d + 8 * k))),
+                                                         _mm256_castps_pd(_mm256_loadu_ps(x.ds + 8 * k)), 1));
+        __m512 wd = _mm512_permutexvar_ps(dsel, _mm512_castps128_ps512(_mm_cvtph_ps(_mm_cvtsi32_si128((int)dd))));
+        f = _mm512_mul_ps(_mm512_mul_ps(f, xd), wd);
+        accm = _mm512_add_ps(accm, f);
         const int8_t *xq = x.q + 256 * k;
-        for (int c = 0; c < 4; c++) {
-            __m512i s = _mm512_dpbusd_epi32(_mm512_setzero_si512(), q45_codes(qs, qh, c), _mm512_loadu_si512(xq + 64 * c));
-            acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), pair_lanes(s16, c), acc);
-        }
+        __m512i s0 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), q45_codes(qs, qh, 0), _mm512_loadu_si512(xq));
+        __m512i s1 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), q45_codes(qs, qh, 1), _mm512_loadu_si512(xq + 64));
+        __m512i s2 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), q45_codes(qs, qh, 2), _mm512_loadu_si512(xq + 128));
+        __m512i s3 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), q45_codes(qs, qh, 3), _mm512_loadu_si512(xq + 192));
+        __m512i w01 = _mm512_add_epi32(_mm512_unpacklo_epi32(s0, s1), _mm512_unpackhi_epi32(s0, s1));
+        __m512i w23 = _mm512_add_epi32(_mm512_unpacklo_epi32(s2, s3), _mm512_unpackhi_epi32(s2, s3));
+        acc0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(w01), _mm512_permutexvar_ps(g01, f), acc0);
+        acc1 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(w23), _mm512_permutexvar_ps(g23, f), acc1);
     }
-    return hsum16(acc) - hsum8(accm);
+    return hsum16(_mm512_add_ps(acc0, acc1)) - hsum8(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(accm), 1)));
 }
 
 static float z_q4_k(const void *w, br_q8x_view x, int n) { return zq45(w, sizeof(br_blk_q4_k), false, x, n); }
@@ -68,6 +80,7 @@ static float z_q6_k(const void *w, br_q8x_view x, int n) {
     /* lanes 4i..4i+3 take scale i: each scale byte repeated four times */
     const __m128i rep4 = _mm_set_epi8(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0);
     for (int k = 0; k < n / 256; k++, b++) {
+        prefetch_ahead(b, (int)sizeof *b);
         float d = f16(b->d);
         __m256 dx8 = _mm256_mul_ps(_mm256_loadu_ps(x.d + 8 * k), _mm256_set1_ps(d));
         __m512 dx16 = _mm512_castps256_ps512(dx8);
@@ -104,6 +117,7 @@ static float z_q8_0(const void *w, br_q8x_view x, int n) {
     __m512 acc = _mm512_setzero_ps();
     int nb = n / 32, k = 0;
     for (; k + 8 <= nb; k += 8) {
+        prefetch_ahead(b + k, 8 * (int)sizeof *b);
         /* eight blocks' scales at once: weight halves times the activations' scales */
         __m128i dh = _mm_set_epi16((short)b[k + 7].d, (short)b[k + 6].d, (short)b[k + 5].d, (short)b[k + 4].d,
                                    (short)b[k + 3].d, (short)b[k + 2].d, (short)b[k + 1].d, (short)b[k].d);
@@ -149,6 +163,7 @@ static inline void z4q45(const void *blocks, size_t bsz, bool five, const br_q8x
     for (int i = 0; i < 4; i++) { acc[i] = _mm512_setzero_ps(); accm[i] = _mm256_setzero_ps(); }
     for (int k = 0; k < n / 256; k++) {
         const uint8_t *blk = base + (size_t)k * bsz;
+        prefetch_ahead(blk, (int)bsz);
         uint16_t d16, dm16;
         memcpy(&d16, blk, 2);
         memcpy(&dm16, blk + 2, 2);
@@ -184,6 +199,7 @@ static void z4_q8_0(const void *w, const br_q8x_view *x, int n, float *out) {
     for (int i = 0; i < 4; i++) acc[i] = _mm512_setzero_ps();
     int nb = n / 32, k = 0;
     for (; k + 8 <= nb; k += 8) {
+        prefetch_ahead(b + k, 8 * (int)sizeof *b);
         __m128i dh = _mm_set_epi16((short)b[k + 7].d, (short)b[k + 6].d, (short)b[k + 5].d, (short)b[k + 4].d,
                                    (short)b[k + 3].d, (short)b[k + 2].d, (short)b[k + 1].d, (short)b[k].d);
         __m256 wd = _mm256_cvtph_ps(dh);
@@ -221,6 +237,7 @@ static void z4_q6_k(const void *w, const br_q8x_view *x, int n, float *out) {
     const __m128i rep4 = _mm_set_epi8(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0);
     const __m512i dup = _mm512_set_epi32(7, 7, 6, 6, 5, 5, 4, 4, 3, 3, 2, 2, 1, 1, 0, 0);
     for (int k = 0; k < n / 256; k++, b++) {
+        prefetch_ahead(b, (int)sizeof *b);
         __m256 d = _mm256_set1_ps(f16(b->d));
         __m128i scv = _mm_loadu_si128((const __m128i *)b->scales);
         __m512 sc16 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(scv));
