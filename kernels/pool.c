@@ -1,5 +1,6 @@
 /* The thread pool every parallel kernel shares: persistent workers, one job at a time.
  * Tasks are handed out through an atomic counter so uneven tasks balance themselves. */
+#include <immintrin.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -22,15 +23,22 @@ struct br_pool {
     void *ctx;
     int n_tasks;
     atomic_int next_task;
-    int running;          /* workers still inside the current job */
-    unsigned generation;  /* bumped per job so sleeping workers know a new one came */
-    int quit;
+    atomic_int running;        /* workers still inside the current job */
+    atomic_uint generation;    /* bumped per job so waiting workers know a new one came */
+    atomic_int sleepers;       /* workers asleep on `start` (they need a broadcast) */
+    atomic_int caller_asleep;  /* the caller is asleep on `done` (it needs a signal) */
+    atomic_int quit;
 };
 
 typedef struct {
     br_pool *p;
     int id;
 } worker_arg;
+
+/* A decoded token is a few hundred short jobs, each a fraction of a millisecond; waking a thread from a
+ * condition variable costs tens of microseconds. So workers and the caller spin for about a tenth of a
+ * millisecond first (pause keeps the spin cheap for the other hyperthread), then sleep. */
+enum { SPIN_ITERS = 2000 };
 
 static void run_tasks(br_pool *p, int thread) {
     for (;;) {
@@ -45,17 +53,31 @@ static void *worker(void *arg) {
     free(arg);
     br_pool *p = wa.p;
     unsigned seen = 0;
-    pthread_mutex_lock(&p->mu);
     for (;;) {
-        while (!p->quit && p->generation == seen) pthread_cond_wait(&p->start, &p->mu);
-        if (p->quit) break;
-        seen = p->generation;
-        pthread_mutex_unlock(&p->mu);
+        int spins = 0;
+        while (atomic_load(&p->generation) == seen && !atomic_load(&p->quit) && spins < SPIN_ITERS) {
+            _mm_pause();
+            spins++;
+        }
+        if (atomic_load(&p->generation) == seen && !atomic_load(&p->quit)) {
+            /* sleepers is raised before generation is checked again under the lock, and the caller
+             * bumps generation before it reads sleepers: one of the two sees the other */
+            pthread_mutex_lock(&p->mu);
+            atomic_fetch_add(&p->sleepers, 1);
+            while (!atomic_load(&p->quit) && atomic_load(&p->generation) == seen)
+                pthread_cond_wait(&p->start, &p->mu);
+            atomic_fetch_sub(&p->sleepers, 1);
+            pthread_mutex_unlock(&p->mu);
+        }
+        if (atomic_load(&p->quit)) break;
+        seen = atomic_load(&p->generation);
         run_tasks(p, wa.id);
-        pthread_mutex_lock(&p->mu);
-        if (--p->running == 0) pthread_cond_signal(&p->done);
+        if (atomic_fetch_sub(&p->running, 1) == 1 && atomic_load(&p->caller_asleep)) {
+            pthread_mutex_lock(&p->mu);
+            pthread_cond_signal(&p->done);
+            pthread_mutex_unlock(&p->mu);
+        }
     }
-    pthread_mutex_unlock(&p->mu);
     return NULL;
 }
 
@@ -93,7 +115,7 @@ int br_pool_init(br_pool **out, int n_threads) {
 void br_pool_free(br_pool *p) {
     if (!p) return;
     pthread_mutex_lock(&p->mu);
-    p->quit = 1;
+    atomic_store(&p->quit, 1);
     pthread_cond_broadcast(&p->start);
     pthread_mutex_unlock(&p->mu);
     for (int i = 1; i < p->n_threads; i++) pthread_join(p->threads[i], NULL);
@@ -114,19 +136,26 @@ void br_pool_run(br_pool *p, br_task_fn fn, void *ctx, int n_tasks) {
         for (int t = 0; t < n_tasks; t++) fn(ctx, t, n_tasks, 0);
         return;
     }
-    pthread_mutex_lock(&p->mu);
     p->fn = fn;
     p->ctx = ctx;
     p->n_tasks = n_tasks;
     atomic_store(&p->next_task, 0);
-    p->running = p->n_threads - 1;
-    p->generation++;
-    pthread_cond_broadcast(&p->start);
-    pthread_mutex_unlock(&p->mu);
+    atomic_store(&p->running, p->n_threads - 1);
+    atomic_fetch_add(&p->generation, 1); /* publishes the job to spinning workers */
+    if (atomic_load(&p->sleepers) > 0) {
+        pthread_mutex_lock(&p->mu);
+        pthread_cond_broadcast(&p->start);
+        pthread_mutex_unlock(&p->mu);
+    }
     run_tasks(p, 0);
-    pthread_mutex_lock(&p->mu);
-    while (p->running > 0) pthread_cond_wait(&p->done, &p->mu);
-    pthread_mutex_unlock(&p->mu);
+    for (int spins = 0; atomic_load(&p->running) > 0 && spins < SPIN_ITERS; spins++) _mm_pause();
+    if (atomic_load(&p->running) > 0) {
+        pthread_mutex_lock(&p->mu);
+        atomic_store(&p->caller_asleep, 1);
+        while (atomic_load(&p->running) > 0) pthread_cond_wait(&p->done, &p->mu);
+        atomic_store(&p->caller_asleep, 0);
+        pthread_mutex_unlock(&p->mu);
+    }
 }
 
 size_t br_pool_scratch_bytes(const br_pool *p) {

@@ -171,6 +171,11 @@ void br_dequant_scalar(br_wtype t, const void *src, float *dst, size_t n) {
 
 size_t br_k_q8x_bytes(int n) { return (size_t)n + (size_t)(n / 32) * (4 + 4 + 4); }
 
+/* Round to nearest, ties to even (as lrintf in the default rounding mode) for |v| < 2^22: adding and
+ * subtracting 1.5 * 2^23 leaves the integer part. lrintf is a library call per value here (errno rules
+ * keep it from being inlined), and every decode matmul quantizes its input on one thread. */
+static inline int round_small(float v) { return (int)((v + 12582912.0f) - 12582912.0f); }
+
 void br_k_quantize_q8x(const float *x, void *buf, int n) {
     uint8_t *b = buf;
     int nb = n / 32;
@@ -195,7 +200,7 @@ void br_k_quantize_q8x(const float *x, void *buf, int n) {
             float id = 127.0f / amax;
             d[k] = amax / 127.0f;
             for (int i = 0; i < 32; i++) {
-                int c = (int)lrintf(v[i] * id);
+                int c = round_small(v[i] * id);
                 c = c > 127 ? 127 : c < -127 ? -127 : c;
                 q[32 * k + i] = (int8_t)c;
                 sum[i / 16] += c;
