@@ -46,19 +46,22 @@ failed=0
 # -timeout: one input taking 10 s is a hang; -rss_limit_mb: runaway allocation is a finding
 fuzz_opts=(-timeout=10 -rss_limit_mb=2048 -malloc_limit_mb=1024)
 
-# Runs one fuzzer process for up to $1 wall seconds, appending to $log; sets rc and seg_paused (the
-# seconds it was stopped: seen stopped in /proc, or this script itself stopped longer than a poll).
+# Runs one fuzzer process for up to $1 wall seconds, appending to $log; sets rc, seg_paused (the seconds
+# it was seen stopped in /proc, or this script, at the same priority, got no CPU for more than 3 s: as
+# good as stopped) and seg_cpu (the CPU time it used, in clock ticks).
 segment() {
   local bin=$1 secs=$2 n=$3 d=$4
   "$bin" -max_total_time="$secs" "${fuzz_opts[@]}" -print_final_stats=1 -artifact_prefix="$d/" "$d/corpus" \
     "tests/fuzz/$n/corpus" $([[ -d tests/fuzz/$n/regressions ]] && echo "tests/fuzz/$n/regressions") >>"$log" 2>&1 &
-  local pid=$! st t0 t1
-  seg_paused=0
+  local pid=$! st cpu t0 t1
+  seg_paused=0 seg_cpu=0
   while kill -0 "$pid" 2>/dev/null; do
     t0=$(date +%s)
     sleep 1
     t1=$(date +%s)
-    st=$(sed 's/.*) //' "/proc/$pid/stat" 2>/dev/null | cut -d' ' -f1 || true)
+    st=- cpu=
+    read -r st cpu < <(sed 's/.*) //' "/proc/$pid/stat" 2>/dev/null | awk '{print $1, $12 + $13}' || true) || true
+    [[ -n $cpu ]] && seg_cpu=$cpu
     if (( t1 - t0 > 3 )); then seg_paused=$((seg_paused + t1 - t0 - 1))
     elif [[ $st == T ]]; then seg_paused=$((seg_paused + t1 - t0)); fi
   done
@@ -68,19 +71,19 @@ segment() {
   set -e
 }
 
-printf "%-12s %8s %7s %10s %8s %6s %6s %9s  %s\n" harness seconds paused execs exec/s cov ft corpus result |
+printf "%-12s %8s %7s %6s %10s %8s %6s %6s %9s  %s\n" harness seconds paused cpu execs exec/s cov ft corpus result |
   tee "$out/summary.txt"
 for n in "${names[@]}"; do
   d=$out/$n bin=$build/tests/fuzz/fuzz_$n
   mkdir -p "$d/corpus"
   log=$d/fuzz.log
   : >"$log"
-  ran=0 paused=0 unconfirmed=0 rc=0
+  ran=0 paused=0 cpu=0 unconfirmed=0 rc=0
   while (( ran < t )); do
     start=$(date +%s) logged=$(stat -c %s "$log")
     segment "$bin" $((t - ran)) "$n" "$d"
     wall=$(($(date +%s) - start))
-    paused=$((paused + seg_paused))
+    paused=$((paused + seg_paused)) cpu=$((cpu + seg_cpu))
     ran=$((ran + (wall > seg_paused ? wall - seg_paused : 0)))
     [[ $rc -eq 0 ]] && continue
     tmo=$(ls -t "$d"/timeout-* 2>/dev/null | head -1)
@@ -107,7 +110,8 @@ for n in "${names[@]}"; do
     result="FOUND: $(tail -c +$((logged + 1)) "$log" | grep -m1 -E 'ERROR: |runtime error|SUMMARY' || echo "exit $rc") (see $log)"
     failed=1
   fi
-  printf "%-12s %8s %7s %10s %8s %6s %6s %9s  %s\n" "$n" "$ran" "$paused" "$execs" "$rate" "${cov:-?}" "${ft:-?}" \
+  printf "%-12s %8s %7s %6s %10s %8s %6s %6s %9s  %s\n" "$n" "$ran" "$paused" $((cpu / $(getconf CLK_TCK))) "$execs" \
+    "$rate" "${cov:-?}" "${ft:-?}" \
     "${corp:-?}" "$result" | tee -a "$out/summary.txt"
 done
 exit $failed

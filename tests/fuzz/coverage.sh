@@ -24,6 +24,9 @@ declare -A files=(
   [tok_gguf]="runtime/gguf.c tokenizer/tok.cc tokenizer/spm_proto.c"
   [tok_model]="tokenizer/tok.cc tokenizer/spm_proto.c"
   [convert]="runtime/convert.c"
+  [session]="runtime/state.c"
+  [http]="tools/http.c"
+  [template]="runtime/template.c"
 )
 if [[ $# -gt 0 ]]; then names=("$@"); else
   names=()
