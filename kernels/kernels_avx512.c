@@ -72,3 +72,50 @@ void br_avx512_dot_rows(br_wtype wt, const void *w, size_t row_bytes, int nr, co
     else if (wt == BR_W_BF16) all(BR_W_BF16, w, row_bytes, nr, x, n, cols, y, ldy);
     else all(BR_W_F32, w, row_bytes, nr, x, n, cols, y, ldy);
 }
+
+/* e^x for x <= 0, 16 lanes: exp8 of kernels_avx2.c widened (same reduction and polynomial, relative
+ * error ~2e-7; below ln(FLT_MIN) it returns 0). */
+static inline __m512 exp16(__m512 x) {
+    const __m512 lo = _mm512_set1_ps(-87.33654475f);
+    __mmask16 under = _mm512_cmp_ps_mask(x, lo, _CMP_LT_OQ);
+    x = _mm512_max_ps(x, lo);
+    __m512 k = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(k, _mm512_set1_ps(0.693359375f), x);
+    r = _mm512_fnmadd_ps(k, _mm512_set1_ps(-2.12194440e-4f), r);
+    __m512 p = _mm512_set1_ps(1.9875691500e-4f);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+    __m512 r2 = _mm512_mul_ps(r, r);
+    p = _mm512_fmadd_ps(p, r2, _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
+    __m512i e = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(k), _mm512_set1_epi32(127)), 23);
+    return _mm512_maskz_mul_ps((__mmask16)~under, p, _mm512_castsi512_ps(e));
+}
+
+/* The selective scan over channels c0..c1, 16 states a step (Jamba's d_state of 16 is one register;
+ * other sizes take masked steps). A batch of decoding sequences runs it once per sequence, so its cost
+ * grows with the batch where the weights' does not. */
+void br_avx512_scan(float *y, float *h, const float *x, const float *delta, const float *A, const float *B,
+                    const float *C, int ldbc, const float *D, int T, int d, int n, int c0, int c1) {
+    for (int c = c0; c < c1; c++) {
+        float *hc = h + (size_t)c * n;
+        const float *a = A + (size_t)c * n;
+        for (int t = 0; t < T; t++) {
+            float dt = delta[(size_t)t * d + c], xv = x[(size_t)t * d + c];
+            const float *b = B + (size_t)t * ldbc, *cc = C + (size_t)t * ldbc;
+            __m512 vdt = _mm512_set1_ps(dt), vdx = _mm512_set1_ps(dt * xv), acc = _mm512_setzero_ps();
+            for (int s = 0; s < n; s += 16) {
+                __mmask16 m = n - s >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - s)) - 1);
+                __m512 da = exp16(_mm512_mul_ps(vdt, _mm512_maskz_loadu_ps(m, a + s)));
+                __m512 hs = _mm512_fmadd_ps(da, _mm512_maskz_loadu_ps(m, hc + s),
+                                            _mm512_mul_ps(vdx, _mm512_maskz_loadu_ps(m, b + s)));
+                _mm512_mask_storeu_ps(hc + s, m, hs);
+                acc = _mm512_fmadd_ps(hs, _mm512_maskz_loadu_ps(m, cc + s), acc);
+            }
+            y[(size_t)t * d + c] = _mm512_reduce_add_ps(acc) + D[c] * xv;
+        }
+    }
+}

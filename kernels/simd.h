@@ -17,5 +17,7 @@ void br_avx2_conv_silu(float *out, const float *x, int ldx, float *win, const fl
                        int d, int k);
 void br_avx2_scan(float *y, float *h, const float *x, const float *delta, const float *A, const float *B,
                   const float *C, int ldbc, const float *D, int T, int d, int n, int c0, int c1);
+void br_avx512_scan(float *y, float *h, const float *x, const float *delta, const float *A, const float *B,
+                    const float *C, int ldbc, const float *D, int T, int d, int n, int c0, int c1);
 
 #endif
