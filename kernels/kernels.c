@@ -185,9 +185,11 @@ typedef struct {
 
 /* Rows of W converted at once for the sgemm path, at most. OpenBLAS packs all of x again for every call,
  * so small tiles spend their time copying x: on the 3B shape's pp512, 64-row tiles spent a fifth of
- * the prefill in sgemm_oncopy, and 512-row tiles ran 12-20% faster. The scratch is tile x cols floats
- * per thread (16 MiB at 8192 columns). */
+ * the prefill in sgemm_oncopy, and 512-row tiles ran 12-20% faster. A tile is also capped at 8 MiB of
+ * floats per thread (256 rows at 8192 columns): peak RSS at a 4096-token context is meant to stay
+ * within 5% of weights + KV + SSM state, and 16 MiB tiles took the 3B shape to 5.4%. */
 #define MM_TILE 512
+#define MM_TILE_BYTES ((size_t)8 << 20)
 #define MM_GEMM_MIN_N 4  /* below this many rows of x, dot products beat converting W */
 /* F16/BF16 W with SIMD: up to this many rows of x (a batch of decoding sequences), dot products that
  * convert W in registers beat converting tiles of W to float for sgemm */
@@ -301,7 +303,10 @@ void br_k_matmul(br_pool *pool, float *y, const float *x, const void *w, br_wtyp
     if (n >= MM_GEMM_MIN_N && !f16_dots) {
         /* as few tiles as MM_TILE allows, in a multiple of the threads so none waits alone on a last
          * tile; rows rounded up to 16 for sgemm's blocking */
-        int tiles = (rows + MM_TILE - 1) / MM_TILE;
+        int max_rows = (int)(MM_TILE_BYTES / ((size_t)cols * sizeof(float)));
+        if (max_rows > MM_TILE) max_rows = MM_TILE;
+        if (max_rows < 16) max_rows = 16;
+        int tiles = (rows + max_rows - 1) / max_rows;
         tiles = (tiles + nt - 1) / nt * nt;
         j.rows_per_task = ((rows + tiles - 1) / tiles + 15) / 16 * 16;
         tasks = (rows + j.rows_per_task - 1) / j.rows_per_task;
