@@ -132,7 +132,10 @@ int cmd_bench(int argc, char **argv) {
     int rc = 1;
     double *pp = calloc((size_t)reps, sizeof(double)), *tg = calloc((size_t)reps, sizeof(double));
     int32_t *ids = malloc(((size_t)np + 1) * sizeof(int32_t));
-    if (!pp || !tg || !ids) { cli_fail("bench", "out of memory"); goto done; }
+    /* logits of the prompt's last token and of every generated one, as llama-bench computes them: the
+     * LM head is part of each decoded token's weight read (bytes_per_token counts it) */
+    float *logits = malloc((size_t)m.hp.n_vocab * sizeof(float));
+    if (!pp || !tg || !ids || !logits) { cli_fail("bench", "out of memory"); goto done; }
     if (br_ctx_init(&ctx, &m, cp, &err)) { cli_fail("bench", "%s", err.msg); goto done; }
     threads = br_ctx_n_threads(ctx);
     uint32_t rng = 12345;
@@ -144,14 +147,14 @@ int cmd_bench(int argc, char **argv) {
         if (br_seq_init(&s, ctx, sp, &err)) { cli_fail("bench", "%s", err.msg); goto done; }
         if (np > 0) {
             double t0 = cli_now();
-            if (br_ctx_eval(ctx, s, ids, np, NULL, false, &err)) { br_seq_free(s); cli_fail("bench", "%s", err.msg); goto done; }
+            if (br_ctx_eval(ctx, s, ids, np, logits, false, &err)) { br_seq_free(s); cli_fail("bench", "%s", err.msg); goto done; }
             pp[r] = np / (cli_now() - t0);
             br_seq_reset(s);
         }
         if (ng > 0) {
             double t0 = cli_now();
             for (int i = 0; i < ng; i++)
-                if (br_ctx_eval(ctx, s, &ids[i % (np + 1)], 1, NULL, false, &err)) {
+                if (br_ctx_eval(ctx, s, &ids[i % (np + 1)], 1, logits, false, &err)) {
                     br_seq_free(s);
                     cli_fail("bench", "%s", err.msg);
                     goto done;
@@ -223,6 +226,7 @@ done:
     free(pp);
     free(tg);
     free(ids);
+    free(logits);
     br_ctx_free(ctx);
     br_model_free(&m);
     return rc;
