@@ -47,8 +47,8 @@ failed=0
 fuzz_opts=(-timeout=10 -rss_limit_mb=2048 -malloc_limit_mb=1024)
 
 # Runs one fuzzer process for up to $1 wall seconds, appending to $log; sets rc, seg_paused (the seconds
-# it was seen stopped in /proc, or, over a poll that took more than 3 s, used no CPU at all: as good as
-# stopped) and seg_cpu (the CPU time it used, in clock ticks).
+# of polls in which it was stopped or used no CPU at all: a benchmark at a higher priority starves a
+# nice 19 job as surely as SIGSTOP) and seg_cpu (the CPU time it used, in clock ticks).
 segment() {
   local bin=$1 secs=$2 n=$3 d=$4
   "$bin" -max_total_time="$secs" "${fuzz_opts[@]}" -print_final_stats=1 -artifact_prefix="$d/" "$d/corpus" \
@@ -61,8 +61,7 @@ segment() {
     t1=$(date +%s)
     st=- cpu=
     read -r st cpu < <(sed 's/.*) //' "/proc/$pid/stat" 2>/dev/null | awk '{print $1, $12 + $13}' || true) || true
-    if [[ $st == T ]]; then seg_paused=$((seg_paused + t1 - t0))
-    elif (( t1 - t0 > 3 )) && [[ -n $cpu && $cpu -eq $seg_cpu ]]; then seg_paused=$((seg_paused + t1 - t0 - 1)); fi
+    if [[ $st == T ]] || [[ -n $cpu && $cpu -eq $seg_cpu ]]; then seg_paused=$((seg_paused + t1 - t0)); fi
     [[ -n $cpu ]] && seg_cpu=$cpu
   done
   set +e
