@@ -158,6 +158,7 @@ br_mem br_ctx_mem(const br_ctx *c) {
     r.kv_used = c->store->kv_used_bytes;
     r.ssm = c->store->ssm_bytes;
     r.snapshots = c->store->snap_bytes;
+    r.history = c->store->hist_bytes;
     r.n_seqs = c->store->n_seqs;
     r.scratch = c->scratch_bytes + br_pool_scratch_bytes(c->pool);
     return r;

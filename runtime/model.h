@@ -129,6 +129,7 @@ typedef struct br_mem {
     uint64_t kv_used;     /* KV bytes holding tokens */
     uint64_t ssm;         /* conv windows + SSM states of the live sequences */
     uint64_t snapshots;   /* Mamba-state copies held by snapshots (their KV blocks are in kv) */
+    uint64_t history;     /* token ids (4 bytes each) and KV block tables of the live sequences, as allocated */
     uint64_t scratch;     /* activations and per-thread buffers */
     int n_seqs;
 } br_mem;

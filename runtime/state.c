@@ -77,6 +77,14 @@ static void table_set(br_seq *s, uint32_t il, int i, br_kv_block *b) {
     kv->v[i] = b ? b->v : NULL;
 }
 
+/* One block's entries in every attention layer's table: blk, k and v pointers. */
+static uint64_t table_entry_bytes(const br_seq *s) {
+    uint64_t n = 0;
+    for (uint32_t il = 0; il < s->m->hp.n_layer; il++)
+        if (is_attn(s, il)) n += sizeof(br_kv_block *) + 2 * sizeof(float *);
+    return n;
+}
+
 static br_status grow_tables(br_seq *s, int need, br_err *err) {
     if (need <= s->cap_blocks) return BR_OK;
     int cap = s->cap_blocks ? s->cap_blocks : 4;
@@ -97,6 +105,7 @@ static br_status grow_tables(br_seq *s, int need, br_err *err) {
         }
     }
     /* only now, so a failure above leaves every layer's table valid at the old capacity */
+    s->store->hist_bytes += (uint64_t)(cap - s->cap_blocks) * table_entry_bytes(s);
     s->cap_blocks = cap;
     return BR_OK;
 }
@@ -108,6 +117,7 @@ static br_status grow_tokens(br_seq *s, int need, br_err *err) {
     int32_t *t = realloc(s->tokens, (size_t)cap * sizeof *t);
     if (!t) return br_err_set(err, BR_ENOMEM, "out of memory growing the token history");
     s->tokens = t;
+    s->store->hist_bytes += (uint64_t)(cap - s->tok_cap) * sizeof *t;
     s->tok_cap = cap;
     return BR_OK;
 }
@@ -245,6 +255,7 @@ void br_seq_free(br_seq *s) {
         }
     }
     if (s->state) s->store->ssm_bytes -= br_model_ssm_state_bytes(s->m);
+    s->store->hist_bytes -= (uint64_t)s->tok_cap * sizeof *s->tokens + (uint64_t)s->cap_blocks * table_entry_bytes(s);
     s->store->n_seqs--;
     br_store_unref(s->store);
     free(s->snaps);

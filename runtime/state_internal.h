@@ -26,6 +26,7 @@ typedef struct br_store {
     int refs;
     const br_model *m;
     uint64_t kv_bytes, kv_used_bytes, ssm_bytes, snap_bytes;
+    uint64_t hist_bytes; /* token histories and KV block tables: what still grows under a window */
     int n_seqs;
 } br_store;
 

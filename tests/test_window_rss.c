@@ -1,5 +1,6 @@
 /* The attention window bounds memory: 100k tokens stream through the bundled model with a window of 512
- * while the anonymous resident set (RssAnon) grows by under 1 MiB after the first 512 tokens. */
+ * while the anonymous resident set (RssAnon) grows by under 1 MiB after the first 512 tokens, beside the
+ * token history the sequence keeps (4 bytes a token, reported as br_mem.history and subtracted here). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -16,6 +17,12 @@
 static const char *g_path;
 
 static uint64_t rss_anon(void) { return br_proc_mem_now().anon; }
+
+/* RssAnon beyond the context's token history and KV tables, which grow with the context by design */
+static uint64_t rss_beyond_history(const br_ctx *ctx) {
+    uint64_t r = rss_anon(), h = br_ctx_mem(ctx).history;
+    return r > h ? r - h : 0;
+}
 
 static void window_streams_in_bounded_memory(void **st) {
     (void)st;
@@ -43,17 +50,18 @@ static void window_streams_in_bounded_memory(void **st) {
         }
         int k = N - done < CHUNK ? N - done : CHUNK;
         assert_int_equal(br_ctx_eval(ctx, s, toks, k, NULL, false, &err), BR_OK);
-        if (done + k == W) r0 = rss_anon();
+        if (done + k == W) r0 = rss_beyond_history(ctx);
         if (r0 && (done + k) % 8192 == 0) {
-            uint64_t r = rss_anon();
+            uint64_t r = rss_beyond_history(ctx);
             if (r > r0 && r - r0 > worst) worst = r - r0;
         }
     }
-    uint64_t r = rss_anon();
+    uint64_t r = rss_beyond_history(ctx);
     if (r > r0 && r - r0 > worst) worst = r - r0;
     br_mem mem = br_ctx_mem(ctx);
-    print_message("%d tokens, window %d: RssAnon grew %.1f KiB after the first %d tokens; KV held %.1f KiB\n", N, W,
-                  worst / 1024.0, W, mem.kv / 1024.0);
+    print_message("%d tokens, window %d: RssAnon less the token history grew %.1f KiB after the first %d tokens; "
+                  "KV held %.1f KiB, the history %.1f KiB\n",
+                  N, W, worst / 1024.0, W, mem.kv / 1024.0, mem.history / 1024.0);
     assert_true(worst < (1u << 20));
     assert_true(mem.kv <= 4ull * BR_KV_BLOCK * br_model_kv_bytes_per_token(&m));
     br_seq_free(s);
