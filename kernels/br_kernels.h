@@ -67,8 +67,9 @@ void br_k_to_f32(br_wtype t, const void *src, float *dst, size_t n);
 /* --- products --- */
 /* y[i][r] = sum_c x[i][c] * W[r][c] for i < n, r < rows; W is row-major, rows x cols, of type wt.
  * Small n uses per-row dot products; larger n converts tiles of W and calls BLAS sgemm. For
- * quantized W and small n, each row of x is quantized to 8 bits per 32 values (q8x) and every
- * weight row is read once for all n rows of x. */
+ * quantized W and n <= BR_K_MM_Q8_MAX_N, each row of x is quantized to 8 bits per 32 values (q8x) and
+ * every weight row is read once for all n rows of x. */
+#define BR_K_MM_Q8_MAX_N 64
 void br_k_matmul(br_pool *pool, float *y, const float *x, const void *w, br_wtype wt, int n, int rows,
                  int cols);
 float br_k_dot(br_wtype wt, const void *w, const float *x, int n);

@@ -284,13 +284,13 @@ static void nonfinite_scale_gives_nan(void **state) {
     br_k_set_isa(g_max_isa);
 }
 
-/* --- matmul: the q8x path (n <= 16, rows inside) and the decoded-tiles sgemm path --------------- */
+/* --- matmul: the q8x path (n <= BR_K_MM_Q8_MAX_N, rows inside) and the decoded-tiles sgemm path ---- */
 
 static void matmul_quant_paths(void **state) {
     (void)state;
     br_pool *pool = NULL;
     assert_int_equal(br_pool_init(&pool, 3), 0);
-    const int ns[] = {1, 2, 5, 16, 17, 40};
+    const int ns[] = {1, 2, 5, 16, 17, 40, BR_K_MM_Q8_MAX_N, BR_K_MM_Q8_MAX_N + 1, 2 * BR_K_MM_Q8_MAX_N + 3};
     for (size_t ti = 0; ti < N_TYPES; ti++) {
         const tinfo *T = &k_types[ti];
         int cols = T->block * (T->block == 32 ? 9 : 2), rows = 37;
@@ -317,7 +317,7 @@ static void matmul_quant_paths(void **state) {
                             double wv = wd[(size_t)r * cols + c];
                             s += wv * x[i * cols + c];
                             a += fabs(wv * x[i * cols + c]);
-                            if (n <= 16) {
+                            if (n <= BR_K_MM_Q8_MAX_N) {
                                 float bm = 0;
                                 for (int k = c / 32 * 32; k < c / 32 * 32 + 32; k++)
                                     if (fabsf(x[i * cols + k]) > bm) bm = fabsf(x[i * cols + k]);
