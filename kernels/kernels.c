@@ -194,7 +194,6 @@ typedef struct {
 /* F16/BF16 W with SIMD: up to this many rows of x (a batch of decoding sequences), dot products that
  * convert W in registers beat converting tiles of W to float for sgemm */
 #define MM_F16_MAX_N 16
-#define BR_SCAN_AVX512 0
 /* Quantized W: up to BR_K_MM_Q8_MAX_N rows of x (br_kernels.h), q8x dot products (W read once for all
  * rows) beat decoding tiles of W for sgemm. Measured on one thread, 2048x2560, VNNI: at 64 rows Q4_K
  * 5.4 ms against 6.2, Q8_0 6.0 against 6.3, Q6_K 7.2 against 9.8; at 24 rows 2.1 against 3.9 ms (Q4_K);
@@ -411,10 +410,7 @@ static void scan_task(void *ctx, int task, int n_tasks, int thread) {
     int c0 = task % bt->chunks * bt->per_chunk, c1 = c0 + bt->per_chunk;
     if (c1 > bt->d) c1 = bt->d;
     scan_job j = {p->y, p->h, p->x, p->delta, bt->A, p->B, p->C, bt->D, bt->ldbc, p->T, bt->d, bt->n};
-    /* The AVX-512 scan (7895ad8) is kept but not dispatched: under ASan its results moved the random
-     * MoE golden model's quantized logits 0.95 from the scalar reference (bar 5% of 11.9), where the
-     * AVX2 scan stays at 0.19; to be understood before it is turned back on. */
-    if (BR_SCAN_AVX512 && g_isa >= BR_ISA_AVX512)
+    if (g_isa >= BR_ISA_AVX512)
         br_avx512_scan(j.y, j.h, j.x, j.delta, j.A, j.B, j.C, j.ldbc, j.D, j.T, j.d, j.n, c0, c1);
     else if (g_isa >= BR_ISA_AVX2)
         br_avx2_scan(j.y, j.h, j.x, j.delta, j.A, j.B, j.C, j.ldbc, j.D, j.T, j.d, j.n, c0, c1);

