@@ -478,6 +478,26 @@ int cli_parse(const cli_cmd *cmd, int argc, char **argv, cli_args *a) {
     return -1;
 }
 
+br_sampler_params cli_sampler_params(const cli_args *a) {
+    br_sampler_params sp = br_sampler_default_params();
+    sp.temperature = (float)a->real[CLI_TEMP];
+    sp.top_k = (int)a->num[CLI_TOP_K];
+    sp.top_p = (float)a->real[CLI_TOP_P];
+    sp.min_p = (float)a->real[CLI_MIN_P];
+    sp.repeat_penalty = (float)a->real[CLI_REPEAT_PENALTY];
+    sp.repeat_last_n = (int)a->num[CLI_REPEAT_LAST_N];
+    sp.presence_penalty = (float)a->real[CLI_PRESENCE_PENALTY];
+    sp.frequency_penalty = (float)a->real[CLI_FREQUENCY_PENALTY];
+    if (a->num[CLI_SEED] >= 0) {
+        sp.seed = (uint64_t)a->num[CLI_SEED];
+    } else {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        sp.seed = ((uint64_t)ts.tv_sec * 1000003u ^ (uint64_t)ts.tv_nsec) & 0xffffffffu;
+    }
+    return sp;
+}
+
 int cli_threads(const char *cmd, const cli_args *a) {
     if (!a->given[CLI_THREADS]) return 0;
     long online = sysconf(_SC_NPROCESSORS_ONLN), t = a->num[CLI_THREADS];

@@ -8,6 +8,8 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "sample.h"
+
 #define EXIT_USAGE 2
 
 /* Prints "braid CMD: error: ..." on one line to stderr; returns 1. */
@@ -109,6 +111,9 @@ void cli_help(const cli_cmd *cmd, FILE *f);
 const char *cli_opt_name(cli_opt_id id);
 /* -t as given, clamped to the online CPUs with a one-line warning; 0 when not given (one per CPU). */
 int cli_threads(const char *cmd, const cli_args *a);
+/* The sampler settings of the sampling options (--temp ... --frequency-penalty) as parsed, the seed from
+ * -s or, when it is negative (not given), from the clock. */
+br_sampler_params cli_sampler_params(const cli_args *a);
 /* "braid CMD: note: ..." on stderr, unless --log-disable was given. */
 void cli_note(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Whether --log-disable was given: notes and timing lines are then not printed. */

@@ -988,23 +988,7 @@ int cmd_chat(int argc, char **argv) {
     c->n_batch = (int)a.num[CLI_BATCH_SIZE];
     c->reverse = a.all[CLI_REVERSE_PROMPT];
     c->n_reverse = a.n_all[CLI_REVERSE_PROMPT];
-    br_sampler_params sp = br_sampler_default_params();
-    sp.temperature = (float)a.real[CLI_TEMP];
-    sp.top_k = (int)a.num[CLI_TOP_K];
-    sp.top_p = (float)a.real[CLI_TOP_P];
-    sp.min_p = (float)a.real[CLI_MIN_P];
-    sp.repeat_penalty = (float)a.real[CLI_REPEAT_PENALTY];
-    sp.repeat_last_n = (int)a.num[CLI_REPEAT_LAST_N];
-    sp.presence_penalty = (float)a.real[CLI_PRESENCE_PENALTY];
-    sp.frequency_penalty = (float)a.real[CLI_FREQUENCY_PENALTY];
-    if (a.num[CLI_SEED] >= 0) {
-        sp.seed = (uint64_t)a.num[CLI_SEED];
-    } else {
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        sp.seed = ((uint64_t)ts.tv_sec * 1000003u ^ (uint64_t)ts.tv_nsec) & 0xffffffffu;
-    }
-    c->sp = sp;
+    c->sp = cli_sampler_params(&a);
 
     int rc = 1;
     br_err err = {0};
@@ -1032,7 +1016,7 @@ int cmd_chat(int argc, char **argv) {
     spar.n_ctx = c->n_ctx;
     spar.attn_window = (int)a.num[CLI_ATTN_WINDOW];
     if (br_ctx_init(&c->ctx, &c->m, cp, &err) || br_seq_init(&c->seq, c->ctx, spar, &err) ||
-        br_sampler_init(&c->smp, sp, c->n_vocab, &err)) {
+        br_sampler_init(&c->smp, c->sp, c->n_vocab, &err)) {
         cli_fail("chat", "%s", err.msg);
         goto done;
     }
@@ -1041,9 +1025,9 @@ int cmd_chat(int argc, char **argv) {
     if (!cli_quiet()) {
         fprintf(stderr, "braid chat: template %s; context %d tokens%s; /help lists the commands\n",
                 br_tmpl_describe(c->tmpl), c->n_ctx, spar.attn_window ? " (attention window on)" : "");
-        if (sp.temperature > 0 && (!a.given[CLI_SEED] || a.num[CLI_SEED] < 0))
-            fprintf(stderr, "braid chat: seed %llu (-s %llu repeats it)\n", (unsigned long long)sp.seed,
-                    (unsigned long long)sp.seed);
+        if (c->sp.temperature > 0 && (!a.given[CLI_SEED] || a.num[CLI_SEED] < 0))
+            fprintf(stderr, "braid chat: seed %llu (-s %llu repeats it)\n", (unsigned long long)c->sp.seed,
+                    (unsigned long long)c->sp.seed);
     }
     rc = tty ? run_tty(c) : run_piped(c);
 done:

@@ -89,26 +89,11 @@ int cmd_generate(int argc, char **argv) {
     long n_predict = a.num[CLI_N_PREDICT], n_ctx = a.num[CLI_CTX_SIZE];
     bool add_bos = !a.given[CLI_NO_BOS], print_ids = a.given[CLI_IDS], echo = !a.given[CLI_NO_DISPLAY_PROMPT];
     bool color = a.given[CLI_COLOR] && !getenv("NO_COLOR"), ignore_eos = a.given[CLI_IGNORE_EOS];
-    br_sampler_params sp = br_sampler_default_params();
-    sp.temperature = (float)a.real[CLI_TEMP];
-    sp.top_k = (int)a.num[CLI_TOP_K];
-    sp.top_p = (float)a.real[CLI_TOP_P];
-    sp.min_p = (float)a.real[CLI_MIN_P];
-    sp.repeat_penalty = (float)a.real[CLI_REPEAT_PENALTY];
-    sp.repeat_last_n = (int)a.num[CLI_REPEAT_LAST_N];
-    sp.presence_penalty = (float)a.real[CLI_PRESENCE_PENALTY];
-    sp.frequency_penalty = (float)a.real[CLI_FREQUENCY_PENALTY];
     if (!model_path) return cli_usage_error("generate", "no model given (-m MODEL.gguf)");
     if (!!prompt + !!prompt_file + !!ids != 1) return cli_usage_error("generate", "give exactly one of -p, -f and --tokens");
     int src = gen_search_check(&a);
     if (src >= 0) return src;
-    if (a.num[CLI_SEED] >= 0) {
-        sp.seed = (uint64_t)a.num[CLI_SEED];
-    } else {
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        sp.seed = ((uint64_t)ts.tv_sec * 1000003u ^ (uint64_t)ts.tv_nsec) & 0xffffffffu;
-    }
+    br_sampler_params sp = cli_sampler_params(&a);
 
     int rc = 1;
     br_err err = {0};

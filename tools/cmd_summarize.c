@@ -242,19 +242,7 @@ int cmd_summarize(int argc, char **argv) {
     sp.max_summary = (int)a.num[CLI_MAX_SUMMARY];
     sp.n_batch = (int)a.num[CLI_BATCH_SIZE];
     sp.doc.lossy = a.given[CLI_LOSSY];
-    sp.sampling.temperature = (float)a.real[CLI_TEMP];
-    sp.sampling.top_k = (int)a.num[CLI_TOP_K];
-    sp.sampling.top_p = (float)a.real[CLI_TOP_P];
-    sp.sampling.min_p = (float)a.real[CLI_MIN_P];
-    sp.sampling.repeat_penalty = (float)a.real[CLI_REPEAT_PENALTY];
-    sp.sampling.repeat_last_n = (int)a.num[CLI_REPEAT_LAST_N];
-    if (a.num[CLI_SEED] >= 0) {
-        sp.sampling.seed = (uint64_t)a.num[CLI_SEED];
-    } else {
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        sp.sampling.seed = ((uint64_t)ts.tv_sec * 1000003u ^ (uint64_t)ts.tv_nsec) & 0xffffffffu;
-    }
+    sp.sampling = cli_sampler_params(&a);
     bool quiet = a.given[CLI_QUIET] || cli_quiet();
     const char *instr = a.str[CLI_INSTRUCTION];
 
