@@ -332,6 +332,31 @@ br_status br_gguf_parse(br_gguf *g, const void *data, size_t size, br_err *err) 
     return st;
 }
 
+/* Decode streams every weight once per token, and with 4 KiB pages that is a TLB miss per page: mapped
+ * through 2 MiB pages instead (the page cache's large folios, mapped whole), a 3B Q8_0 model decoded 7.96
+ * tokens/s instead of 5.85 (docs/PERF.md). That takes a mapping aligned to 2 MiB, as the file offsets
+ * are, and MADV_HUGEPAGE so that faults bring the file in as 2 MiB folios. Both are hints: where the
+ * kernel gives neither, the plain mapping works as before. */
+static void *map_weights(int fd, size_t len) {
+    const size_t huge = (size_t)2 << 20;
+    if (len >= 2 * huge) {
+        /* reserve len + 2 MiB, keep the aligned part, map the file over it */
+        uint8_t *r = mmap(NULL, len + huge, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+        if (r != MAP_FAILED) {
+            uint8_t *al = (uint8_t *)(((uintptr_t)r + huge - 1) & ~(uintptr_t)(huge - 1));
+            if (al > r) munmap(r, (size_t)(al - r));
+            munmap(al + len, (size_t)(r + len + huge - (al + len)));
+            void *m = mmap(al, len, PROT_READ, MAP_PRIVATE | MAP_FIXED, fd, 0);
+            if (m != MAP_FAILED) {
+                madvise(m, len, MADV_HUGEPAGE);
+                return m;
+            }
+            munmap(al, len);
+        }
+    }
+    return mmap(NULL, len, PROT_READ, MAP_PRIVATE, fd, 0);
+}
+
 br_status br_gguf_open(br_gguf *g, const char *path, br_err *err) {
     memset(g, 0, sizeof *g);
     /* O_NONBLOCK: opening a FIFO would otherwise wait for a writer forever; it is refused below */
@@ -346,7 +371,7 @@ br_status br_gguf_open(br_gguf *g, const char *path, br_err *err) {
         close(fd);
         return br_err_set(err, BR_EFORMAT, "%s: not a GGUF file (%lld bytes)", path, (long long)sb.st_size);
     }
-    void *m = mmap(NULL, (size_t)sb.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
+    void *m = map_weights(fd, (size_t)sb.st_size);
     close(fd);
     if (m == MAP_FAILED) return br_err_set(err, BR_EIO, "cannot map %s: %s", path, strerror(errno));
     br_status st = br_gguf_parse(g, m, (size_t)sb.st_size, err);
