@@ -15,7 +15,16 @@ gloss lies in the validation split, never trained on) are asked in ChatML throug
 word, not a word of the question's lemma, plural -s folded) with the reference definition. The baseline
 answers every question with the definition of another held-out lemma (random, seeded). Part-of-speech
 questions score when the answer names the right part of speech; baseline: a random part of speech among
-those asked.
+those asked. "Clearly beats" is judged by an exact one-sided sign test on the paired outcomes (questions
+the model gets and the baseline misses against the reverse).
+
+Matching test (--hf DIR, the HF export the GGUF was converted from; PyTorch, which the golden checks tie to
+braid's logits): the held-out "what does WORD mean" items are cut into disjoint pairs (A, B) with different
+definitions; the model is right on a pair when log p(answer_A | question_A) + log p(answer_B | question_B)
+exceeds the same with the two definitions swapped (the answer template stays each word's own). Every
+definition and every question appears once on each side, so a definition's own likelihood (its length, its
+common words) cancels and only the fit between word and definition counts; chance is exactly 50%. It is run
+on all items and again on nouns only (one answer template, so grammar alone cannot decide a pair).
 """
 import argparse
 import json
@@ -78,6 +87,59 @@ class Chat:
         return self.sp.decode([t for t in out if not self.sp.is_control(t)]).strip()
 
 
+def sign_test(wins, losses):
+    """One-sided exact binomial p-value of at least `wins` successes in wins + losses fair coin flips."""
+    n = wins + losses
+    return sum(math.comb(n, k) for k in range(wins, n + 1)) / 2 ** n if n else 1.0
+
+
+def matching_test(hf_dir, means, n_pairs, seed=11, batch=32):
+    """Returns (pairs right, pairs) for the swap test described in the module docstring."""
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import torch
+    import torch.nn.functional as F
+    import train_tiny as tt
+    model = tt.load_hf(hf_dir).eval()
+    tok = tt.Tok(os.path.join(hf_dir, "tokenizer.model"))
+    items = [h for h in means if h["reference"] in h["answer"]]
+    random.Random(seed).shuffle(items)
+    pairs, used = [], set()
+    for i, a in enumerate(items):
+        if i in used:
+            continue
+        for j in range(i + 1, len(items)):
+            b = items[j]
+            if j not in used and b["reference"] != a["reference"] and b["word"] != a["word"]:
+                pairs.append((a, b))
+                used.update((i, j))
+                break
+        if len(pairs) == n_pairs:
+            break
+
+    def conv(h, ref):
+        ans = h["answer"].replace(h["reference"], ref, 1)
+        return "%suser\n%s%s\n%sassistant\n%s%s" % (IM_START, h["question"], IM_END, IM_START, ans, IM_END)
+
+    texts = []
+    for a, b in pairs:
+        texts += [conv(a, a["reference"]), conv(b, b["reference"]), conv(a, b["reference"]), conv(b, a["reference"])]
+    seqs = [[tt.BOS] + tok.encode_doc(t) for t in texts]
+    scores = []
+    with torch.no_grad():
+        for k in range(0, len(seqs), batch):
+            chunk = seqs[k:k + batch]
+            L = max(len(q) for q in chunk)
+            x = torch.zeros(len(chunk), L, dtype=torch.long)
+            mask = torch.zeros(len(chunk), L - 1)
+            for r, q in enumerate(chunk):
+                x[r, :len(q)] = torch.tensor(q)
+                mask[r, :len(q) - 1] = 1
+            lp = F.log_softmax(model(x[:, :-1]).float(), -1).gather(-1, x[:, 1:, None])[..., 0]
+            scores += (lp * mask).sum(1).tolist()   # causal model: right padding changes nothing before it
+    right = sum(scores[4 * p] + scores[4 * p + 1] > scores[4 * p + 2] + scores[4 * p + 3] for p in range(len(pairs)))
+    return right, len(pairs)
+
+
 def bits_per_byte(braid, model, text_path):
     r = subprocess.run([braid, "perplexity", "-m", model, "-c", "256", "--all-tokens", text_path],
                        capture_output=True, text=True)
@@ -99,6 +161,8 @@ def main():
     ap.add_argument("--n", type=int, default=300)
     ap.add_argument("--samples", type=int, default=10)
     ap.add_argument("--skip-bpb", action="store_true")
+    ap.add_argument("--hf", help="the HF export of --model: also run the definition matching test (PyTorch)")
+    ap.add_argument("--pairs", type=int, default=300, help="pairs for the matching test")
     ap.add_argument("--out", help="also write the report (markdown) here")
     args = ap.parse_args()
     rep = []
@@ -136,13 +200,15 @@ def main():
     means = [h for h in held if h["kind"] == "mean"]
     rnd.shuffle(means)
     qs = means[:args.n]
-    hits = base = 0
+    hits = base = only_model = only_base = 0
     for i, h in enumerate(qs):
         ans = chat.reply([("user", h["question"])])
         h["model"] = ans
-        hits += overlap(ans, h["reference"], h["word"])
+        hm = overlap(ans, h["reference"], h["word"])
         other = rnd.choice([m for m in means if m["word"] != h["word"]])
-        base += overlap(other["reference"], h["reference"], h["word"])
+        hb = overlap(other["reference"], h["reference"], h["word"])
+        hits, base = hits + hm, base + hb
+        only_model, only_base = only_model + (hm and not hb), only_base + (hb and not hm)
         if (i + 1) % 50 == 0:
             print("  %d/%d: model %d, baseline %d" % (i + 1, len(qs), hits, base), file=sys.stderr, flush=True)
     say("## Held-out questions")
@@ -164,6 +230,24 @@ def main():
     say("| %d part of speech | %d (%.1f%%) right | %d (%.1f%%) (random among the %d answers) |"
         % (len(pos), ph, 100 * ph / len(pos), pb, 100 * pb / len(pos), len(kinds)))
     say()
+    say("Definitions, paired: %d questions only the model gets, %d only the baseline gets; one-sided sign test "
+        "p = %.2g." % (only_model, only_base, sign_test(only_model, only_base)))
+    say()
+
+    if args.hf:
+        right, n = matching_test(args.hf, means, args.pairs)
+        say("## Matching held-out words with their definitions")
+        say()
+        say("%d disjoint pairs of held-out \"what does WORD mean\" items: the model prefers the right pairing of "
+            "word and definition over the swapped one in **%d (%.1f%%)**; chance 50%%, one-sided binomial p = %.2g."
+            % (n, right, 100 * right / n, sign_test(right, n - right)))
+        # both words nouns: the same answer template on both sides, so grammar cannot decide the pair
+        nouns = [h for h in means if not h["answer"].startswith("To ") and " is " + h["reference"] in h["answer"]]
+        right, n = matching_test(args.hf, nouns, args.pairs)
+        say()
+        say("Pairs of two nouns only (same answer template): **%d of %d (%.1f%%)**, p = %.2g."
+            % (right, n, 100 * right / n, sign_test(right, n - right)))
+        say()
 
     say("## Sample conversations (greedy, held-out words)")
     say()

@@ -29,10 +29,10 @@ $PY scripts/reference.py golden models/tiny-jamba.gguf tests/fixtures/tiny-jamba
 $PY scripts/train_tiny.py --dump-logits "$HF" "$B/hf.golden" --tokens-from "$CORPUS/valid.txt"
 "$TESTS/test_golden" "$B/tiny-jamba-f32.gguf" "$B/hf.golden" 2>&1 | tee "$B/hf_check.txt"
 
-# 3. bits per byte (new vs previous, same text), held-out questions against the random-gloss baseline,
-#    sample conversations
+# 3. bits per byte (new vs previous, same text), held-out questions against the random-gloss baseline
+#    (with a paired sign test), the word/definition matching test on the HF export, sample conversations
 $PY scripts/eval_chat.py --braid "$BRAID" --model models/tiny-jamba.gguf --tokenizer "$HF/tokenizer.model" \
-  --old "$B/previous.gguf" --corpus "$CORPUS" --n 300 --out "$B/eval.md"
+  --old "$B/previous.gguf" --corpus "$CORPUS" --n 300 --hf "$HF" --out "$B/eval.md"
 
 # 4. samples from the README's prompts at the default settings, and greedy
 for p in "Once upon a time" "The President said that" "Call me"; do

@@ -53,7 +53,9 @@ for i in range(8):
     if not body.rstrip().endswith("data: [DONE]"):
         fails.append(f"{conv}: the stream did not end with [DONE]")
     new = usage["prompt_tokens"] - usage["prompt_tokens_details"]["cached_tokens"]
-    if new > 16:
+    # a turn's own tokens (17 in ChatML, the bundled model's template); the other server would have to
+    # read the whole 300-token system message again
+    if new > 40:
         fails.append(f"{conv}: turn 2 evaluated {new} tokens: it reached the other server")
 ra, rb = metric(a, "braid_requests_total"), metric(b, "braid_requests_total")
 print(f"completions: server A {ra:.0f}, server B {rb:.0f}")
