@@ -6,7 +6,7 @@ set(BUNDLED_SERVE ${PROJECT_SOURCE_DIR}/models/tiny-jamba.gguf)
 if(BR_PYTHON3 AND EXISTS ${BUNDLED_SERVE})
   set(serve_args)
   if(BRAID_SANITIZE)
-    set(serve_args --quick) # a smaller load and a 1.6k-token conversation: the sanitizers make decoding slow
+    set(serve_args --quick) # a smaller load and a 1.8k-token conversation: the sanitizers make decoding slow
   endif()
   add_test(NAME serve COMMAND ${BR_PYTHON3} ${CMAKE_CURRENT_SOURCE_DIR}/serve_test.py --braid $<TARGET_FILE:braid>
            --model ${BUNDLED_SERVE} --work ${CMAKE_BINARY_DIR}/serve_test ${serve_args})
