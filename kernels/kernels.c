@@ -185,11 +185,13 @@ typedef struct {
 
 /* Rows of W converted at once for the sgemm path, at most. OpenBLAS packs all of x again for every call,
  * so small tiles spend their time copying x: on the 3B shape's pp512, 64-row tiles spent a fifth of
- * the prefill in sgemm_oncopy, and 512-row tiles ran 12-20% faster. A tile is also capped at 8 MiB of
- * floats per thread (256 rows at 8192 columns): peak RSS at a 4096-token context is meant to stay
- * within 5% of weights + KV + SSM state, and 16 MiB tiles took the 3B shape to 5.4%. */
+ * the prefill in sgemm_oncopy, and 512-row tiles ran 12-20% faster. A tile is also capped at 5 MiB of
+ * floats per thread (160 rows at 8192 columns): peak RSS at a 4096-token context is meant to stay
+ * within 5% of weights + KV + SSM state; 16 MiB tiles took the 3B shape to 5.4%, and once the weights
+ * were mapped in 2 MiB pages 8 MiB took it to 5.25%, 5 MiB to 4.90%, with pp512 unchanged (42.4 against
+ * 42.6 t/s, alternating runs). */
 #define MM_TILE 512
-#define MM_TILE_BYTES ((size_t)8 << 20)
+#define MM_TILE_BYTES ((size_t)5 << 20)
 #define MM_GEMM_MIN_N 4  /* below this many rows of x, dot products beat converting W */
 /* F16/BF16 W with SIMD: up to this many rows of x (a batch of decoding sequences), dot products that
  * convert W in registers beat converting tiles of W to float for sgemm */
