@@ -196,11 +196,6 @@ typedef struct {
 /* F16/BF16 W with SIMD: up to this many rows of x (a batch of decoding sequences), dot products that
  * convert W in registers beat converting tiles of W to float for sgemm */
 #define MM_F16_MAX_N 16
-/* Quantized W: up to BR_K_MM_Q8_MAX_N rows of x (br_kernels.h), q8x dot products (W read once for all
- * rows) beat decoding tiles of W for sgemm. Measured on one thread, 2048x2560, VNNI: at 64 rows Q4_K
- * 5.4 ms against 6.2, Q8_0 6.0 against 6.3, Q6_K 7.2 against 9.8; at 24 rows 2.1 against 3.9 ms (Q4_K);
- * at 128 rows sgemm wins (10.2 against 11.4 ms, Q4_K). */
-#define MM_Q8_MAX_N BR_K_MM_Q8_MAX_N
 
 /* Output columns r0..r1-1 of every row of y, one dot product each. */
 /* Weight rows outside, x rows inside: each weight row is read from memory once for all n rows of x
@@ -287,7 +282,11 @@ void br_k_matmul(br_pool *pool, float *y, const float *x, const void *w, br_wtyp
     int nt = br_pool_size(pool);
     /* Several tasks per thread so a slow core does not hold the others up. */
     int tasks = nt * 4;
-    if (br_wtype_is_quant(wt) && n <= MM_Q8_MAX_N) {
+    /* Quantized W: up to BR_K_MM_Q8_MAX_N rows of x (br_kernels.h), q8x dot products (W read once for
+     * all rows) beat decoding tiles of W for sgemm. Measured on one thread, 2048x2560, VNNI: at 64 rows
+     * Q4_K 5.4 ms against 6.2, Q8_0 6.0 against 6.3, Q6_K 7.2 against 9.8; at 24 rows 2.1 against 3.9 ms
+     * (Q4_K); at 128 rows sgemm wins (10.2 against 11.4 ms, Q4_K). */
+    if (br_wtype_is_quant(wt) && n <= BR_K_MM_Q8_MAX_N) {
         /* x quantized once, into the caller's scratch (thread 0 is the caller; no q8 task uses scratch) */
         j.xq_bytes = br_k_q8x_bytes(cols);
         uint8_t *xq = br_pool_scratch(pool, 0, j.xq_bytes * (size_t)n);

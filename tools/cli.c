@@ -488,14 +488,14 @@ br_sampler_params cli_sampler_params(const cli_args *a) {
     sp.repeat_last_n = (int)a->num[CLI_REPEAT_LAST_N];
     sp.presence_penalty = (float)a->real[CLI_PRESENCE_PENALTY];
     sp.frequency_penalty = (float)a->real[CLI_FREQUENCY_PENALTY];
-    if (a->num[CLI_SEED] >= 0) {
-        sp.seed = (uint64_t)a->num[CLI_SEED];
-    } else {
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        sp.seed = ((uint64_t)ts.tv_sec * 1000003u ^ (uint64_t)ts.tv_nsec) & 0xffffffffu;
-    }
+    sp.seed = a->num[CLI_SEED] >= 0 ? (uint64_t)a->num[CLI_SEED] : cli_clock_seed();
     return sp;
+}
+
+uint64_t cli_clock_seed(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return ((uint64_t)ts.tv_sec * 1000003u ^ (uint64_t)ts.tv_nsec) & 0xffffffffu;
 }
 
 int cli_threads(const char *cmd, const cli_args *a) {

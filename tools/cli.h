@@ -114,6 +114,8 @@ int cli_threads(const char *cmd, const cli_args *a);
 /* The sampler settings of the sampling options (--temp ... --frequency-penalty) as parsed, the seed from
  * -s or, when it is negative (not given), from the clock. */
 br_sampler_params cli_sampler_params(const cli_args *a);
+/* A 32-bit seed from the clock, for a sampler the user gave no seed (printed so a run can be repeated). */
+uint64_t cli_clock_seed(void);
 /* "braid CMD: note: ..." on stderr, unless --log-disable was given. */
 void cli_note(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Whether --log-disable was given: notes and timing lines are then not printed. */

@@ -490,9 +490,7 @@ static bool parse_request(server *s, json_t *root, bool chat, parsed *p) {
         if (!json_is_integer(seed)) return bad(p, "seed", "'seed' must be an integer");
         sp.seed = (uint64_t)json_integer_value(seed);
     } else {
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        sp.seed = ((uint64_t)ts.tv_sec * 1000003u ^ (uint64_t)ts.tv_nsec) & 0xffffffffu;
+        sp.seed = cli_clock_seed();
     }
     /* n > 1 and best_of: best-of-N through the search module, ranked by mean log-probability */
     long long n = 1;
