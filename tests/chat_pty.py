@@ -69,8 +69,10 @@ class Chat:
 
 PROMPT = rb"\r\x1b\[J> \r\x1b\[2C$"  # the editor drawing an empty prompt
 # Answers long enough to interrupt: in its own ChatML format the bundled model answers in one short
-# sentence and stops at <|im_end|>; in the plain format it writes on until -n or EOS.
-LONG = ("-n", "-1", "--template", "plain")
+# sentence and stops at <|im_end|>; in the plain format it writes on until -n or EOS. The context is
+# large because interrupted answers stay in it: the 5.2M model writes about 2,000 tokens/s, so the 35
+# interrupted turns below can hold 10k tokens, and a full 4096 ended the storm with "[context full".
+LONG = ("-n", "-1", "--template", "plain", "-c", "32768")
 
 
 def streaming_and_ctrl_c():
