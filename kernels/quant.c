@@ -176,39 +176,158 @@ size_t br_k_q8x_bytes(int n) { return (size_t)n + (size_t)(n / 32) * (4 + 4 + 4)
  * keep it from being inlined), and every decode matmul quantizes its input on one thread. */
 static inline int round_small(float v) { return (int)((v + 12582912.0f) - 12582912.0f); }
 
+/* One block of 32 values to int8 codes with scale *d; sum[h] gets the sum of codes 16h..16h+15. */
+void br_q8_block_scalar(const float *v, int8_t *q, float *d, int sum[2]) {
+    float amax = 0;
+    bool finite = true;
+    for (int i = 0; i < 32; i++) {
+        float a = fabsf(v[i]);
+        if (!(a <= FLT_MAX)) finite = false;
+        else if (a > amax) amax = a;
+    }
+    sum[0] = sum[1] = 0;
+    if (!finite || amax < 1e-30f) {
+        /* 127 / amax would overflow for tiny amax; a non-finite input makes the result NaN */
+        memset(q, 0, 32);
+        *d = finite ? 0.0f : NAN;
+        return;
+    }
+    float id = 127.0f / amax;
+    *d = amax / 127.0f;
+    for (int i = 0; i < 32; i++) {
+        int c = round_small(v[i] * id);
+        c = c > 127 ? 127 : c < -127 ? -127 : c;
+        q[i] = (int8_t)c;
+        sum[i / 16] += c;
+    }
+}
+
 void br_k_quantize_q8x(const float *x, void *buf, int n) {
     uint8_t *b = buf;
     int nb = n / 32;
     int8_t *q = (int8_t *)b;
     float *d = (float *)(b + n), *ds = d + nb;
     int16_t *s16 = (int16_t *)(ds + nb);
+    br_q8_block_fn q8_block = br_q8_block_pick();
     for (int k = 0; k < nb; k++) {
-        const float *v = x + 32 * k;
-        float amax = 0;
-        bool finite = true;
-        for (int i = 0; i < 32; i++) {
-            float a = fabsf(v[i]);
-            if (!(a <= FLT_MAX)) finite = false;
-            else if (a > amax) amax = a;
-        }
-        int sum[2] = {0, 0};
-        if (!finite || amax < 1e-30f) {
-            /* 127 / amax would overflow for tiny amax; a non-finite input makes the result NaN */
-            memset(q + 32 * k, 0, 32);
-            d[k] = finite ? 0.0f : NAN;
-        } else {
-            float id = 127.0f / amax;
-            d[k] = amax / 127.0f;
-            for (int i = 0; i < 32; i++) {
-                int c = round_small(v[i] * id);
-                c = c > 127 ? 127 : c < -127 ? -127 : c;
-                q[32 * k + i] = (int8_t)c;
-                sum[i / 16] += c;
-            }
-        }
+        int sum[2];
+        q8_block(x + 32 * k, q + 32 * k, &d[k], sum);
         s16[2 * k] = (int16_t)sum[0];
         s16[2 * k + 1] = (int16_t)sum[1];
         ds[k] = d[k] * (float)(sum[0] + sum[1]);
+    }
+}
+
+/* --- operands of the batched product (quant.h, br_qg_*) ------------------------------------------- */
+
+int br_qg_sb(br_wtype t) { return t == BR_W_Q6_K ? 16 : 32; }
+
+size_t br_qg_group_bytes(int cols, int sb) {
+    return (size_t)16 * (size_t)cols + (size_t)64 * (size_t)(cols / 32) + (size_t)64 * (size_t)(cols / sb);
+}
+
+void br_qg_pack_x(const float *x, int n, int cols, int sb, void *buf) {
+    size_t gb = br_qg_group_bytes(cols, sb);
+    int nb = cols / 32, groups = (n + 15) / 16;
+    br_q8_block_fn q8_block = br_q8_block_pick();
+    /* lanes past the last row: code 0 (128 biased), scale 0 */
+    for (int g = 0; g < groups; g++) {
+        uint8_t *base = (uint8_t *)buf + (size_t)g * gb;
+        memset(base, 128, (size_t)16 * cols);
+        memset(base + (size_t)16 * cols, 0, gb - (size_t)16 * cols);
+    }
+    for (int t = 0; t < n; t++) {
+        uint8_t *base = (uint8_t *)buf + (size_t)(t / 16) * gb, *q = base + 4 * (t % 16);
+        float *d = (float *)(base + (size_t)16 * cols) + t % 16, *ds = d + 16 * nb;
+        for (int k = 0; k < nb; k++) {
+            int8_t c[32];
+            int sum[2];
+            float dk;
+            q8_block(x + (size_t)t * cols + 32 * k, c, &dk, sum);
+            for (int i = 0; i < 32; i += 4) {
+                uint32_t u;
+                memcpy(&u, c + i, 4);
+                u ^= 0x80808080u; /* + 128 on each byte */
+                memcpy(q + (size_t)(8 * k + i / 4) * 64, &u, 4);
+            }
+            d[16 * k] = dk;
+            if (sb == 32) ds[16 * k] = dk * (float)(sum[0] + sum[1]);
+            else { ds[16 * (2 * k)] = dk * (float)sum[0]; ds[16 * (2 * k + 1)] = dk * (float)sum[1]; }
+        }
+    }
+}
+
+void br_qg_unpack_row(br_wtype t, const void *row, int cols, int8_t *q, float *s, float *c, int32_t *w128) {
+    const uint8_t *p = row;
+    size_t bb = br_wtype_block_bytes(t);
+    int bk = br_wtype_block(t), sb = br_qg_sb(t);
+    for (int k = 0; k < cols / bk; k++, p += bb) {
+        int8_t *qk = q + (size_t)k * bk;
+        float *sk = s + k * bk / sb, *ck = c + k * bk / sb;
+        switch (t) {
+        case BR_W_Q8_0: {
+            const br_blk_q8_0 *b = (const br_blk_q8_0 *)p;
+            memcpy(qk, b->qs, 32);
+            sk[0] = h2f(b->d);
+            ck[0] = 0;
+            break;
+        }
+        case BR_W_Q8_K: {
+            const br_blk_q8_k *b = (const br_blk_q8_k *)p;
+            memcpy(qk, b->qs, 256);
+            for (int j = 0; j < 8; j++) { sk[j] = b->d; ck[j] = 0; }
+            break;
+        }
+        case BR_W_Q4_0: case BR_W_Q4_1: case BR_W_Q5_0: case BR_W_Q5_1: {
+            const uint16_t *dm = (const uint16_t *)p; /* d (and m) lead every layout */
+            codes32(t, p, (uint8_t *)qk);
+            sk[0] = h2f(dm[0]);
+            /* value = d * code - c */
+            ck[0] = t == BR_W_Q4_0 ? 8 * sk[0] : t == BR_W_Q5_0 ? 16 * sk[0] : -h2f(dm[1]);
+            break;
+        }
+        case BR_W_Q4_K: case BR_W_Q5_K: {
+            bool five = t == BR_W_Q5_K;
+            const uint16_t *dm = (const uint16_t *)p;
+            const uint8_t *scales = p + 4, *qh = five ? p + 16 : NULL, *qs = five ? p + 48 : p + 16;
+            float d = h2f(dm[0]), dmin = h2f(dm[1]);
+            for (int j = 0; j < 8; j++) {
+                uint8_t sc, m;
+                br_k4_scale_min(scales, j, &sc, &m);
+                sk[j] = d * sc;
+                ck[j] = dmin * m;
+                const uint8_t *qq = qs + 32 * (j / 2);
+                for (int i = 0; i < 32; i++) {
+                    int v = (j & 1) ? qq[i] >> 4 : qq[i] & 0xF;
+                    if (five) v |= ((qh[i] >> j) & 1) << 4;
+                    qk[32 * j + i] = (int8_t)v;
+                }
+            }
+            break;
+        }
+        case BR_W_Q6_K: {
+            const br_blk_q6_k *b = (const br_blk_q6_k *)p;
+            float d = h2f(b->d);
+            for (int j = 0; j < 16; j++) { sk[j] = d * b->scales[j]; ck[j] = 32 * sk[j]; }
+            for (int half = 0; half < 2; half++) {
+                const uint8_t *ql = b->ql + 64 * half, *qh = b->qh + 32 * half;
+                int8_t *o = qk + 128 * half;
+                for (int l = 0; l < 32; l++) {
+                    o[l] = (int8_t)((ql[l] & 0xF) | ((qh[l] & 3) << 4));
+                    o[l + 32] = (int8_t)((ql[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4));
+                    o[l + 64] = (int8_t)((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4));
+                    o[l + 96] = (int8_t)((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4));
+                }
+            }
+            break;
+        }
+        default: break;
+        }
+    }
+    for (int j = 0; j < cols / sb; j++) {
+        int sum = 0;
+        for (int i = 0; i < sb; i++) sum += q[j * sb + i];
+        w128[j] = 128 * sum;
     }
 }
 

@@ -284,13 +284,15 @@ static void nonfinite_scale_gives_nan(void **state) {
     br_k_set_isa(g_max_isa);
 }
 
-/* --- matmul: the q8x path (n <= BR_K_MM_Q8_MAX_N, rows inside) and the decoded-tiles sgemm path ---- */
+/* --- matmul: the q8x path (n <= BR_K_MM_Q8_MAX_N, rows inside), the batched product (AVX-512, n >=
+ * BR_K_QG_MIN_N, 16 rows of x across lanes) and the decoded-tiles sgemm path ------------------------ */
 
 static void matmul_quant_paths(void **state) {
     (void)state;
     br_pool *pool = NULL;
     assert_int_equal(br_pool_init(&pool, 3), 0);
-    const int ns[] = {1, 2, 5, 16, 17, 40, BR_K_MM_Q8_MAX_N, BR_K_MM_Q8_MAX_N + 1, 2 * BR_K_MM_Q8_MAX_N + 3};
+    const int ns[] = {1, 2, BR_K_QG_MIN_N - 1, BR_K_QG_MIN_N, 5, 16, 17, 40, 48, BR_K_MM_Q8_MAX_N,
+                      BR_K_MM_Q8_MAX_N + 1, 2 * BR_K_MM_Q8_MAX_N + 3, 261};
     for (size_t ti = 0; ti < N_TYPES; ti++) {
         const tinfo *T = &k_types[ti];
         int cols = T->block * (T->block == 32 ? 9 : 2), rows = 37;
@@ -304,10 +306,24 @@ static void matmul_quant_paths(void **state) {
         for (size_t ni = 0; ni < sizeof ns / sizeof ns[0]; ni++) {
             int n = ns[ni];
             float *x = malloc((size_t)n * cols * sizeof(float)), *y = malloc((size_t)n * rows * sizeof(float));
+            float *y_ref = malloc((size_t)n * rows * sizeof(float));
             for (int i = 0; i < n * cols; i++) x[i] = rndu(-1, 1);
             for (int ii = 0; ii < 3; ii++) {
                 br_k_set_isa(k_isas[ii]);
+                bool q8 = n <= BR_K_MM_Q8_MAX_N || br_k_matmul_batched(T->t, n);
                 br_k_matmul(ii == 1 ? NULL : pool, y, x, w, T->t, n, rows, cols);
+                /* the scalar q8x reference (isa 0) and the SIMD paths quantize x alike: they agree to float
+                 * rounding, far tighter than the bound below */
+                if (k_isas[ii] == BR_ISA_SCALAR) memcpy(y_ref, y, (size_t)n * rows * sizeof(float));
+                else if (q8 && n <= BR_K_MM_Q8_MAX_N)
+                    for (int i = 0; i < n * rows; i++) {
+                        double a = 0;
+                        for (int c = 0; c < cols; c++)
+                            a += fabs(wd[(size_t)(i % rows) * cols + c] * x[(size_t)(i / rows) * cols + c]);
+                        if (!(fabs((double)y[i] - y_ref[i]) <= 1e-5 * a + 1e-30))
+                            fail_msg("%s n %d isa %s: %.9g against the scalar q8x %.9g", br_wtype_name(T->t), n,
+                                     br_k_isa_name(br_k_isa()), y[i], y_ref[i]);
+                    }
                 for (int i = 0; i < n; i++)
                     for (int r = 0; r < rows; r++) {
                         /* bound: float rounding plus, on the q8x path, each x off by at most half its
@@ -317,7 +333,7 @@ static void matmul_quant_paths(void **state) {
                             double wv = wd[(size_t)r * cols + c];
                             s += wv * x[i * cols + c];
                             a += fabs(wv * x[i * cols + c]);
-                            if (n <= BR_K_MM_Q8_MAX_N) {
+                            if (q8) {
                                 float bm = 0;
                                 for (int k = c / 32 * 32; k < c / 32 * 32 + 32; k++)
                                     if (fabsf(x[i * cols + k]) > bm) bm = fabsf(x[i * cols + k]);
@@ -332,6 +348,7 @@ static void matmul_quant_paths(void **state) {
             }
             free(x);
             free(y);
+            free(y_ref);
         }
         free(w);
         free(wd);
