@@ -72,8 +72,10 @@ void br_k_to_f32(br_wtype t, const void *src, float *dst, size_t n);
 #define BR_K_MM_Q8_MAX_N 64
 /* With AVX-512 VNNI, quantized W and at least BR_K_QG_MIN_N rows of x take the batched product instead
  * (x quantized as q8x, 16 rows of x across the lanes of a vector); br_k_matmul_batched says when. On one
- * thread, Q4_K 2048x2560: 8 rows 0.92 ms against 0.69 on the q8x path, 16 rows 0.99 against 1.37, 64
- * rows 2.6 against 5.4, 256 rows 9.3 against 17.6 (sgemm). */
+ * thread, Q4_K 2048x2560: 8 rows 0.70 ms against 0.69 on the q8x path, 16 rows 0.79 against 1.37, 64
+ * rows 2.4 against 5.4, 256 rows 8.7 against 17.6 (sgemm). A kernel with 4 rows of W x 4 rows of x in
+ * the lanes, for batches of 4-16, lost to both (8 rows 0.90 ms; best-of-8 on the 3B shape 12.7 s
+ * against 9.7): the interleaving of W's codes costs what the fuller lanes save. */
 #define BR_K_QG_MIN_N 12
 bool br_k_matmul_batched(br_wtype wt, int n);
 void br_k_matmul(br_pool *pool, float *y, const float *x, const void *w, br_wtype wt, int n, int rows,

@@ -10,10 +10,12 @@
  * cost a conversion, a permute and an FMA per row of x besides the multiply-adds; here the float work
  * per sub-block is shared by 16 rows of x, and W is unpacked once per matmul instead of once per row of
  * x. Four rows of W and two groups of x (32 rows) per pass keep 16 sums and 16 accumulators in
- * registers: each 64-byte load of x feeds four vpdpbusd, each broadcast weight word two. */
+ * registers: each 64-byte load of x feeds four vpdpbusd, each broadcast weight word two. The weight
+ * codes are vpdpbusd's unsigned side (Q8_0's carry a +128 bias, taken off with the offsets), x's the
+ * signed one, so x needs no bias and W no sums of its codes. */
 
 size_t br_qg_unpack_bytes(int cols, int sb) {
-    return (size_t)BR_QG_ROWS * ((size_t)cols + (size_t)(cols / sb) * 12);
+    return (size_t)BR_QG_ROWS * ((size_t)cols + (size_t)(cols / sb) * 8);
 }
 
 /* One block of 32 floats to q8x codes, bit for bit what quant.c's q8_block gives: the same scale
@@ -44,29 +46,16 @@ void br_q8_block_avx512(const float *v, int8_t *q, float *d, int sum[2]) {
     sum[1] = _mm512_reduce_add_epi32(c1);
 }
 
-/* Sums of 32 int8 codes at p (each sum of 8 bytes by vpsadbw against zero on the codes biased by 128) */
-static inline int32_t sum32_s8(const int8_t *p) {
-    __m256i v = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)p), _mm256_set1_epi8((char)0x80));
-    __m256i s = _mm256_sad_epu8(v, _mm256_setzero_si256());
-    __m128i t = _mm_add_epi64(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
-    return (int32_t)(_mm_cvtsi128_si64(t) + _mm_extract_epi64(t, 1)) - 128 * 32;
-}
-static inline int32_t sum16_s8(const int8_t *p) {
-    __m128i v = _mm_xor_si128(_mm_loadu_si128((const __m128i *)p), _mm_set1_epi8((char)0x80));
-    __m128i s = _mm_sad_epu8(v, _mm_setzero_si128());
-    return (int32_t)(_mm_cvtsi128_si64(s) + _mm_extract_epi64(s, 1)) - 128 * 16;
-}
-
 /* br_qg_unpack_row for the types of the files people download, vectorised; the others take quant.c's. */
-static void unpack_row(br_wtype t, const uint8_t *p, int cols, int8_t *q, float *s, float *c, int32_t *w128) {
+static void unpack_row(br_wtype t, const uint8_t *p, int cols, uint8_t *q, float *s, float *c) {
     switch (t) {
     case BR_W_Q8_0:
         for (int k = 0; k < cols / 32; k++, p += sizeof(br_blk_q8_0)) {
             const br_blk_q8_0 *b = (const br_blk_q8_0 *)p;
-            memcpy(q + 32 * k, b->qs, 32);
+            __m256i v = _mm256_loadu_si256((const __m256i *)b->qs);
+            _mm256_storeu_si256((__m256i *)(q + 32 * k), _mm256_xor_si256(v, _mm256_set1_epi8((char)0x80)));
             s[k] = _cvtsh_ss(b->d);
-            c[k] = 0;
-            w128[k] = 128 * sum32_s8(q + 32 * k);
+            c[k] = 128 * s[k];
         }
         return;
     case BR_W_Q4_K: {
@@ -76,17 +65,16 @@ static void unpack_row(br_wtype t, const uint8_t *p, int cols, int8_t *q, float 
             float d = _cvtsh_ss(b->d), dmin = _cvtsh_ss(b->dmin);
             uint64_t sc, mn;
             br_k4_unpack(b->scales, &sc, &mn);
-            int8_t *qk = q + 256 * k;
+            uint8_t *qk = q + 256 * k;
             for (int h = 0; h < 4; h++) {
                 __m256i v = _mm256_loadu_si256((const __m256i *)(b->qs + 32 * h));
                 _mm256_storeu_si256((__m256i *)(qk + 64 * h), _mm256_and_si256(v, m4));
                 _mm256_storeu_si256((__m256i *)(qk + 64 * h + 32), _mm256_and_si256(_mm256_srli_epi16(v, 4), m4));
             }
-            for (int j = 0; j < 8; j++) {
-                s[8 * k + j] = d * (float)((sc >> (8 * j)) & 0xff);
-                c[8 * k + j] = dmin * (float)((mn >> (8 * j)) & 0xff);
-                w128[8 * k + j] = 128 * sum32_s8(qk + 32 * j);
-            }
+            _mm256_storeu_ps(s + 8 * k, _mm256_mul_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(
+                                                  _mm256_cvtepu8_epi32(_mm_cvtsi64_si128((long long)sc)))));
+            _mm256_storeu_ps(c + 8 * k, _mm256_mul_ps(_mm256_set1_ps(dmin), _mm256_cvtepi32_ps(
+                                                  _mm256_cvtepu8_epi32(_mm_cvtsi64_si128((long long)mn)))));
         }
         return;
     }
@@ -95,12 +83,12 @@ static void unpack_row(br_wtype t, const uint8_t *p, int cols, int8_t *q, float 
         for (int k = 0; k < cols / 256; k++, p += sizeof(br_blk_q6_k)) {
             const br_blk_q6_k *b = (const br_blk_q6_k *)p;
             float d = _cvtsh_ss(b->d);
-            int8_t *qk = q + 256 * k;
+            uint8_t *qk = q + 256 * k;
             for (int half = 0; half < 2; half++) {
                 __m256i l0 = _mm256_loadu_si256((const __m256i *)(b->ql + 64 * half));
                 __m256i l1 = _mm256_loadu_si256((const __m256i *)(b->ql + 64 * half + 32));
                 __m256i h = _mm256_loadu_si256((const __m256i *)(b->qh + 32 * half));
-                int8_t *o = qk + 128 * half;
+                uint8_t *o = qk + 128 * half;
                 /* element 32m + l: nibble of ql[l + 32 (m & 1)] (low for m < 2), bits 2m, 2m+1 of qh[l] */
                 _mm256_storeu_si256((__m256i *)o, _mm256_or_si256(_mm256_and_si256(l0, m4),
                                     _mm256_slli_epi16(_mm256_and_si256(h, m3), 4)));
@@ -111,64 +99,64 @@ static void unpack_row(br_wtype t, const uint8_t *p, int cols, int8_t *q, float 
                 _mm256_storeu_si256((__m256i *)(o + 96), _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4),
                                     _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(h, 6), m3), 4)));
             }
-            for (int j = 0; j < 16; j++) {
-                s[16 * k + j] = d * (float)b->scales[j];
-                c[16 * k + j] = 32 * s[16 * k + j];
-                w128[16 * k + j] = 128 * sum16_s8(qk + 16 * j);
-            }
+            __m512 sv = _mm512_mul_ps(_mm512_set1_ps(d), _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(
+                                                            _mm_loadu_si128((const __m128i *)b->scales))));
+            _mm512_storeu_ps(s + 16 * k, sv);
+            _mm512_storeu_ps(c + 16 * k, _mm512_mul_ps(sv, _mm512_set1_ps(32)));
         }
         return;
     }
-    default: br_qg_unpack_row(t, p, cols, q, s, c, w128); return;
+    default: br_qg_unpack_row(t, p, cols, q, s, c); return;
     }
 }
 
 typedef struct {
-    const int8_t *q;         /* BR_QG_ROWS rows of cols codes */
+    const uint8_t *q;        /* BR_QG_ROWS rows of cols codes */
     const float *s, *c;      /* BR_QG_ROWS rows of nsb */
-    const int32_t *w128;
 } qg_w;
 
-/* y for BR_QG_ROWS rows of W and G groups of x; L is the sub-block length, has_c whether W has offsets.
- * Inlined with constant G, L and has_c, so the arrays below stay in registers. */
-static inline __attribute__((always_inline)) void qg_pass(const qg_w *w, int cols, int L, bool has_c, int G,
-                                                           const uint8_t *xg, size_t gb, __m512 acc[BR_QG_ROWS][2]) {
+/* y for BR_QG_ROWS rows of W and G groups of x; L is the sub-block length. Inlined with constant G and
+ * L, so the arrays below stay in registers. With one group, even and odd steps of each row go to two
+ * sums: eight chains of vpdpbusd in flight instead of four, which its latency needs. */
+static inline __attribute__((always_inline)) void qg_pass(const qg_w *w, int cols, int L, int G, const uint8_t *xg,
+                                                           size_t gb, __m512 acc[BR_QG_ROWS][2]) {
     const int nsb = cols / L, nb = cols / 32;
-    const uint8_t *xq[2];
+    const int8_t *xq[2];
     const float *xd[2], *xds[2];
     for (int g = 0; g < G; g++) {
-        xq[g] = xg + (size_t)g * gb;
-        xd[g] = (const float *)(xq[g] + (size_t)16 * cols);
+        xq[g] = (const int8_t *)(xg + (size_t)g * gb);
+        xd[g] = (const float *)(xg + (size_t)g * gb + (size_t)16 * cols);
         xds[g] = xd[g] + 16 * nb;
     }
     for (int r = 0; r < BR_QG_ROWS; r++)
         for (int g = 0; g < G; g++) acc[r][g] = _mm512_setzero_ps();
     for (int j = 0; j < nsb; j++) {
         __m512i is[BR_QG_ROWS][2];
-        for (int r = 0; r < BR_QG_ROWS; r++) {
-            /* start from -128 * sum(q): x's codes carry a +128 bias so they can be vpdpbusd's unsigned side */
-            __m512i b = _mm512_set1_epi32(-w->w128[r * nsb + j]);
-            for (int g = 0; g < G; g++) is[r][g] = b;
-        }
-        /* unrolled whole: a loop here made gcc copy all 16 sums at every step */
+        for (int r = 0; r < BR_QG_ROWS; r++) is[r][0] = is[r][1] = _mm512_setzero_si512();
+        /* unrolled whole: a loop here made gcc copy all the sums at every step */
 #pragma GCC unroll 8
-        for (int k4 = j * L / 4; k4 < (j + 1) * L / 4; k4++) {
+        for (int kk = 0; kk < L / 4; kk++) {
+            const int k4 = j * L / 4 + kk;
             __m512i a[2];
             for (int g = 0; g < G; g++) a[g] = _mm512_loadu_si512(xq[g] + (size_t)64 * k4);
             for (int r = 0; r < BR_QG_ROWS; r++) {
-                int32_t wv;
+                uint32_t wv;
                 memcpy(&wv, w->q + (size_t)r * cols + 4 * k4, 4);
-                __m512i b = _mm512_set1_epi32(wv);
-                for (int g = 0; g < G; g++) is[r][g] = _mm512_dpbusd_epi32(is[r][g], a[g], b);
+                __m512i b = _mm512_set1_epi32((int)wv);
+                if (G == 2)
+                    for (int g = 0; g < 2; g++) is[r][g] = _mm512_dpbusd_epi32(is[r][g], b, a[g]);
+                else
+                    is[r][kk & 1] = _mm512_dpbusd_epi32(is[r][kk & 1], b, a[0]);
             }
         }
+        if (G == 1)
+            for (int r = 0; r < BR_QG_ROWS; r++) is[r][0] = _mm512_add_epi32(is[r][0], is[r][1]);
         for (int g = 0; g < G; g++) {
-            __m512 dv = _mm512_loadu_ps(xd[g] + 16 * (j * L / 32));
-            __m512 dsv = has_c ? _mm512_loadu_ps(xds[g] + 16 * j) : _mm512_setzero_ps();
+            __m512 dv = _mm512_loadu_ps(xd[g] + 16 * (j * L / 32)), dsv = _mm512_loadu_ps(xds[g] + 16 * j);
             for (int r = 0; r < BR_QG_ROWS; r++) {
                 acc[r][g] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(is[r][g]),
                                             _mm512_mul_ps(dv, _mm512_set1_ps(w->s[r * nsb + j])), acc[r][g]);
-                if (has_c) acc[r][g] = _mm512_fnmadd_ps(dsv, _mm512_set1_ps(w->c[r * nsb + j]), acc[r][g]);
+                acc[r][g] = _mm512_fnmadd_ps(dsv, _mm512_set1_ps(w->c[r * nsb + j]), acc[r][g]);
             }
         }
     }
@@ -176,31 +164,28 @@ static inline __attribute__((always_inline)) void qg_pass(const qg_w *w, int col
 
 static inline __attribute__((always_inline)) void qg_rows(br_wtype t, const uint8_t *w, size_t row_bytes, int nr,
                                                            const uint8_t *xg, int n, int cols, float *y, int ldy,
-                                                           void *scratch, int L, bool has_c) {
+                                                           void *scratch, int L) {
     const int nsb = cols / L, groups = (n + 15) / 16;
     const size_t gb = br_qg_group_bytes(cols, L);
-    int8_t *q = scratch;
+    uint8_t *q = scratch;
     float *s = (float *)(q + (size_t)BR_QG_ROWS * cols), *c = s + BR_QG_ROWS * nsb;
-    int32_t *w128 = (int32_t *)(c + BR_QG_ROWS * nsb);
-    qg_w wv = {q, s, c, w128};
+    qg_w wv = {q, s, c};
     for (int r0 = 0; r0 < nr; r0 += BR_QG_ROWS) {
         int m = nr - r0 < BR_QG_ROWS ? nr - r0 : BR_QG_ROWS;
         for (int r = 0; r < BR_QG_ROWS; r++) {
             if (r < m) {
-                unpack_row(t, w + (size_t)(r0 + r) * row_bytes, cols, q + (size_t)r * cols, s + r * nsb,
-                                 c + r * nsb, w128 + r * nsb);
+                unpack_row(t, w + (size_t)(r0 + r) * row_bytes, cols, q + (size_t)r * cols, s + r * nsb, c + r * nsb);
             } else { /* rows past the last: zeros, results dropped */
                 memset(q + (size_t)r * cols, 0, (size_t)cols);
                 memset(s + r * nsb, 0, sizeof(float) * (size_t)nsb);
                 memset(c + r * nsb, 0, sizeof(float) * (size_t)nsb);
-                memset(w128 + r * nsb, 0, sizeof(int32_t) * (size_t)nsb);
             }
         }
         for (int g0 = 0; g0 < groups; g0 += 2) {
             __m512 acc[BR_QG_ROWS][2];
             int G = groups - g0 >= 2 ? 2 : 1;
-            if (G == 2) qg_pass(&wv, cols, L, has_c, 2, xg + (size_t)g0 * gb, gb, acc);
-            else qg_pass(&wv, cols, L, has_c, 1, xg + (size_t)g0 * gb, gb, acc);
+            if (G == 2) qg_pass(&wv, cols, L, 2, xg + (size_t)g0 * gb, gb, acc);
+            else qg_pass(&wv, cols, L, 1, xg + (size_t)g0 * gb, gb, acc);
             for (int g = 0; g < G; g++) {
                 int i0 = 16 * (g0 + g), ni = n - i0 < 16 ? n - i0 : 16;
                 for (int r = 0; r < m; r++) {
@@ -213,22 +198,18 @@ static inline __attribute__((always_inline)) void qg_rows(br_wtype t, const uint
     }
 }
 
-static __attribute__((noinline)) void qg_rows_32c(br_wtype t, const uint8_t *w, size_t rb, int nr, const uint8_t *xg,
-                                                  int n, int cols, float *y, int ldy, void *scr) {
-    qg_rows(t, w, rb, nr, xg, n, cols, y, ldy, scr, 32, true);
-}
 static __attribute__((noinline)) void qg_rows_32(br_wtype t, const uint8_t *w, size_t rb, int nr, const uint8_t *xg,
                                                  int n, int cols, float *y, int ldy, void *scr) {
-    qg_rows(t, w, rb, nr, xg, n, cols, y, ldy, scr, 32, false);
+    qg_rows(t, w, rb, nr, xg, n, cols, y, ldy, scr, 32);
 }
-static __attribute__((noinline)) void qg_rows_16c(br_wtype t, const uint8_t *w, size_t rb, int nr, const uint8_t *xg,
-                                                  int n, int cols, float *y, int ldy, void *scr) {
-    qg_rows(t, w, rb, nr, xg, n, cols, y, ldy, scr, 16, true);
+static __attribute__((noinline)) void qg_rows_16(br_wtype t, const uint8_t *w, size_t rb, int nr, const uint8_t *xg,
+                                                 int n, int cols, float *y, int ldy, void *scr) {
+    qg_rows(t, w, rb, nr, xg, n, cols, y, ldy, scr, 16);
 }
 
 void br_qg_rows_avx512(br_wtype t, const void *w, size_t row_bytes, int nr, const void *xg, int n, int cols,
                        float *y, int ldy, void *scratch) {
-    if (t == BR_W_Q6_K) qg_rows_16c(t, w, row_bytes, nr, xg, n, cols, y, ldy, scratch);
-    else if (t == BR_W_Q8_0 || t == BR_W_Q8_K) qg_rows_32(t, w, row_bytes, nr, xg, n, cols, y, ldy, scratch);
-    else qg_rows_32c(t, w, row_bytes, nr, xg, n, cols, y, ldy, scratch);
+    if (t == BR_W_Q6_K) qg_rows_16(t, w, row_bytes, nr, xg, n, cols, y, ldy, scratch);
+    else qg_rows_32(t, w, row_bytes, nr, xg, n, cols, y, ldy, scratch);
 }
+

@@ -230,12 +230,8 @@ void br_qg_pack_x(const float *x, int n, int cols, int sb, void *buf) {
     size_t gb = br_qg_group_bytes(cols, sb);
     int nb = cols / 32, groups = (n + 15) / 16;
     br_q8_block_fn q8_block = br_q8_block_pick();
-    /* lanes past the last row: code 0 (128 biased), scale 0 */
-    for (int g = 0; g < groups; g++) {
-        uint8_t *base = (uint8_t *)buf + (size_t)g * gb;
-        memset(base, 128, (size_t)16 * cols);
-        memset(base + (size_t)16 * cols, 0, gb - (size_t)16 * cols);
-    }
+    /* lanes past the last row: codes and scales 0 */
+    memset(buf, 0, (size_t)groups * gb);
     for (int t = 0; t < n; t++) {
         uint8_t *base = (uint8_t *)buf + (size_t)(t / 16) * gb, *q = base + 4 * (t % 16);
         float *d = (float *)(base + (size_t)16 * cols) + t % 16, *ds = d + 16 * nb;
@@ -244,12 +240,7 @@ void br_qg_pack_x(const float *x, int n, int cols, int sb, void *buf) {
             int sum[2];
             float dk;
             q8_block(x + (size_t)t * cols + 32 * k, c, &dk, sum);
-            for (int i = 0; i < 32; i += 4) {
-                uint32_t u;
-                memcpy(&u, c + i, 4);
-                u ^= 0x80808080u; /* + 128 on each byte */
-                memcpy(q + (size_t)(8 * k + i / 4) * 64, &u, 4);
-            }
+            for (int i = 0; i < 32; i += 4) memcpy(q + (size_t)(8 * k + i / 4) * 64, c + i, 4);
             d[16 * k] = dk;
             if (sb == 32) ds[16 * k] = dk * (float)(sum[0] + sum[1]);
             else { ds[16 * (2 * k)] = dk * (float)sum[0]; ds[16 * (2 * k + 1)] = dk * (float)sum[1]; }
@@ -257,30 +248,30 @@ void br_qg_pack_x(const float *x, int n, int cols, int sb, void *buf) {
     }
 }
 
-void br_qg_unpack_row(br_wtype t, const void *row, int cols, int8_t *q, float *s, float *c, int32_t *w128) {
+void br_qg_unpack_row(br_wtype t, const void *row, int cols, uint8_t *q, float *s, float *c) {
     const uint8_t *p = row;
     size_t bb = br_wtype_block_bytes(t);
     int bk = br_wtype_block(t), sb = br_qg_sb(t);
     for (int k = 0; k < cols / bk; k++, p += bb) {
-        int8_t *qk = q + (size_t)k * bk;
+        uint8_t *qk = q + (size_t)k * bk;
         float *sk = s + k * bk / sb, *ck = c + k * bk / sb;
         switch (t) {
         case BR_W_Q8_0: {
             const br_blk_q8_0 *b = (const br_blk_q8_0 *)p;
-            memcpy(qk, b->qs, 32);
+            for (int i = 0; i < 32; i++) qk[i] = (uint8_t)(b->qs[i] + 128);
             sk[0] = h2f(b->d);
-            ck[0] = 0;
+            ck[0] = 128 * sk[0];
             break;
         }
         case BR_W_Q8_K: {
             const br_blk_q8_k *b = (const br_blk_q8_k *)p;
-            memcpy(qk, b->qs, 256);
-            for (int j = 0; j < 8; j++) { sk[j] = b->d; ck[j] = 0; }
+            for (int i = 0; i < 256; i++) qk[i] = (uint8_t)(b->qs[i] + 128);
+            for (int j = 0; j < 8; j++) { sk[j] = b->d; ck[j] = 128 * b->d; }
             break;
         }
         case BR_W_Q4_0: case BR_W_Q4_1: case BR_W_Q5_0: case BR_W_Q5_1: {
             const uint16_t *dm = (const uint16_t *)p; /* d (and m) lead every layout */
-            codes32(t, p, (uint8_t *)qk);
+            codes32(t, p, qk);
             sk[0] = h2f(dm[0]);
             /* value = d * code - c */
             ck[0] = t == BR_W_Q4_0 ? 8 * sk[0] : t == BR_W_Q5_0 ? 16 * sk[0] : -h2f(dm[1]);
@@ -300,7 +291,7 @@ void br_qg_unpack_row(br_wtype t, const void *row, int cols, int8_t *q, float *s
                 for (int i = 0; i < 32; i++) {
                     int v = (j & 1) ? qq[i] >> 4 : qq[i] & 0xF;
                     if (five) v |= ((qh[i] >> j) & 1) << 4;
-                    qk[32 * j + i] = (int8_t)v;
+                    qk[32 * j + i] = (uint8_t)v;
                 }
             }
             break;
@@ -311,23 +302,18 @@ void br_qg_unpack_row(br_wtype t, const void *row, int cols, int8_t *q, float *s
             for (int j = 0; j < 16; j++) { sk[j] = d * b->scales[j]; ck[j] = 32 * sk[j]; }
             for (int half = 0; half < 2; half++) {
                 const uint8_t *ql = b->ql + 64 * half, *qh = b->qh + 32 * half;
-                int8_t *o = qk + 128 * half;
+                uint8_t *o = qk + 128 * half;
                 for (int l = 0; l < 32; l++) {
-                    o[l] = (int8_t)((ql[l] & 0xF) | ((qh[l] & 3) << 4));
-                    o[l + 32] = (int8_t)((ql[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4));
-                    o[l + 64] = (int8_t)((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4));
-                    o[l + 96] = (int8_t)((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4));
+                    o[l] = (uint8_t)((ql[l] & 0xF) | ((qh[l] & 3) << 4));
+                    o[l + 32] = (uint8_t)((ql[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4));
+                    o[l + 64] = (uint8_t)((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4));
+                    o[l + 96] = (uint8_t)((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4));
                 }
             }
             break;
         }
         default: break;
         }
-    }
-    for (int j = 0; j < cols / sb; j++) {
-        int sum = 0;
-        for (int i = 0; i < sb; i++) sum += q[j * sb + i];
-        w128[j] = 128 * sum;
     }
 }
 

@@ -87,14 +87,14 @@ br_qdot4_fn br_qdot4_avx512(br_wtype wt);
 
 /* --- the batched product: many rows of x against quantized W (prefill, batched decode) -------------
  * Rows of x are quantized as q8x is (same codes and scales) and laid out 16 rows to a group, across the
- * lanes of a vector: a group holds u8 codes biased by 128 as [cols / 4][16 rows][4], then float d[cols /
- * 32][16] and float ds[cols / sb][16] (d times the sum of the codes in each sub-block of sb values). Rows
- * of W are unpacked a few at a time into int8 codes q with, per sub-block, value = s * q - c, and w128 =
- * 128 * (sum of q), which removes the bias. sb is 16 for Q6_K (its scales cover 16 values), else 32. */
+ * lanes of a vector: a group holds int8 codes as [cols / 4][16 rows][4], then float d[cols / 32][16] and
+ * float ds[cols / sb][16] (d times the sum of the codes in each sub-block of sb values). Rows of W are
+ * unpacked a few at a time into unsigned codes q with, per sub-block, value = s * q - c (Q8_0 and Q8_K
+ * codes biased by 128). sb is 16 for Q6_K (its scales cover 16 values), else 32. */
 int br_qg_sb(br_wtype t);
 size_t br_qg_group_bytes(int cols, int sb);
 void br_qg_pack_x(const float *x, int n, int cols, int sb, void *buf);
-void br_qg_unpack_row(br_wtype t, const void *row, int cols, int8_t *q, float *s, float *c, int32_t *w128);
+void br_qg_unpack_row(br_wtype t, const void *row, int cols, uint8_t *q, float *s, float *c);
 /* Rows of W packed as above, then y[i * ldy + r] for the n rows of x packed in xg; AVX-512 VNNI. */
 #define BR_QG_ROWS 4 /* rows of W per pass */
 /* One block of 32 floats to q8x codes, scale and the two sums of 16 codes (kernels.c picks the version;
