@@ -2,6 +2,7 @@
  * Tasks are handed out through an atomic counter so uneven tasks balance themselves. */
 #include <immintrin.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 
@@ -36,12 +37,15 @@ typedef struct {
 } worker_arg;
 
 /* A decoded token is a few hundred short jobs, each a fraction of a millisecond; waking a thread from a
- * condition variable costs tens of microseconds. So workers and the caller spin first (pause keeps the
- * spin cheap for the other hyperthread), then sleep. The spin outlasts the single-threaded work between
- * two products of a decode step (conv, norms, softplus, gating): 2000 pauses, about a tenth of a
- * millisecond, let the worker fall asleep there, and raising it to 20000 took 3B Q4_K_M decode from
- * 12.52-12.59 to 13.28-13.55 t/s (2 threads, alternating runs); 200000 gave no more. */
-enum { SPIN_ITERS = 20000 };
+ * condition variable costs tens of microseconds. So a waiting worker first spins (pause keeps the spin
+ * cheap for the other hyperthread), about a tenth of a millisecond, then keeps polling with
+ * sched_yield for a while before it sleeps: between two products of a decode step the caller runs the
+ * single-threaded parts (conv, norms, softplus, gating), long enough that a worker which slept there
+ * made the next product pay a wake-up (3B Q4_K_M decode 11.73-12.11 t/s; with the yields 12.62-12.79).
+ * Yielding rather than spinning longer matters when the cores are shared: 20000 pauses gave the same
+ * decode, but two test_state runs side by side (as ctest -j2 runs them) took 134 s instead of 25,
+ * each pool's spinning worker holding a core the other process needed; with the yields, 19 s. */
+enum { SPIN_ITERS = 2000, YIELD_ITERS = 300 };
 
 static void run_tasks(br_pool *p, int thread) {
     for (;;) {
@@ -58,8 +62,9 @@ static void *worker(void *arg) {
     unsigned seen = 0;
     for (;;) {
         int spins = 0;
-        while (atomic_load(&p->generation) == seen && !atomic_load(&p->quit) && spins < SPIN_ITERS) {
-            _mm_pause();
+        while (atomic_load(&p->generation) == seen && !atomic_load(&p->quit) && spins < SPIN_ITERS + YIELD_ITERS) {
+            if (spins < SPIN_ITERS) _mm_pause();
+            else sched_yield();
             spins++;
         }
         if (atomic_load(&p->generation) == seen && !atomic_load(&p->quit)) {
