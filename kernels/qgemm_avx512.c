@@ -18,7 +18,7 @@ size_t br_qg_unpack_bytes(int cols, int sb) {
     return (size_t)BR_QG_ROWS * ((size_t)cols + (size_t)(cols / sb) * 8);
 }
 
-/* One block of 32 floats to q8x codes, bit for bit what quant.c's q8_block gives: the same scale
+/* One block of 32 floats to q8x codes, bit for bit what br_q8_block_scalar gives: the same scale
  * (127 / amax in float), rounding to nearest even (the default MXCSR mode), clamping to +-127. */
 void br_q8_block_avx512(const float *v, int8_t *q, float *d, int sum[2]) {
     __m512 v0 = _mm512_loadu_ps(v), v1 = _mm512_loadu_ps(v + 16);

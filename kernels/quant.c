@@ -69,26 +69,32 @@ static void codes32(br_wtype t, const void *blk, uint8_t *c) {
 /* Q4_K: 8 sub-blocks of 32; sub-block 2k takes the low nibbles of qs[32k..32k+31], 2k+1 the high ones.
  * Value = d * scale_j * q - dmin * min_j. Q5_K adds a fifth bit: bit j of qh[i] for element i of
  * sub-block j. */
-static void dequant_q45k(const void *blk, float *y, bool five) {
-    const uint8_t *sc, *qs, *qh = NULL;
-    float d, dmin;
-    if (five) {
-        const br_blk_q5_k *b = blk;
-        d = h2f(b->d); dmin = h2f(b->dmin); sc = b->scales; qs = b->qs; qh = b->qh;
-    } else {
-        const br_blk_q4_k *b = blk;
-        d = h2f(b->d); dmin = h2f(b->dmin); sc = b->scales; qs = b->qs;
-    }
+/* The 256 codes of a Q4_K / Q5_K block, 0..15 or 0..31 (the batched product unpacks them too). */
+static void codes_q45k(const void *blk, bool five, uint8_t *c) {
+    const uint8_t *qs = five ? ((const br_blk_q5_k *)blk)->qs : ((const br_blk_q4_k *)blk)->qs;
+    const uint8_t *qh = five ? ((const br_blk_q5_k *)blk)->qh : NULL;
     for (int j = 0; j < 8; j++) {
-        uint8_t s, m;
-        br_k4_scale_min(sc, j, &s, &m);
-        float ds = d * s, dm = dmin * m;
         const uint8_t *q = qs + 32 * (j / 2);
         for (int i = 0; i < 32; i++) {
             int v = (j & 1) ? q[i] >> 4 : q[i] & 0xF;
             if (five) v |= ((qh[i] >> j) & 1) << 4;
-            y[32 * j + i] = ds * (float)v - dm;
+            c[32 * j + i] = (uint8_t)v;
         }
+    }
+}
+
+static void dequant_q45k(const void *blk, float *y, bool five) {
+    /* d, dmin and the scales lead both layouts */
+    const uint16_t *dm = blk;
+    const uint8_t *sc = (const uint8_t *)blk + 4;
+    float d = h2f(dm[0]), dmin = h2f(dm[1]);
+    uint8_t c[256];
+    codes_q45k(blk, five, c);
+    for (int j = 0; j < 8; j++) {
+        uint8_t s, m;
+        br_k4_scale_min(sc, j, &s, &m);
+        float ds = d * s, dm_j = dmin * m;
+        for (int i = 0; i < 32; i++) y[32 * j + i] = ds * (float)c[32 * j + i] - dm_j;
     }
 }
 
@@ -103,21 +109,26 @@ static int q6_code(const br_blk_q6_k *b, int e) {
     return (lo | hi << 4) - 32;
 }
 
-static void dequant_q6k(const br_blk_q6_k *b, float *y) {
-    /* q6_code's mapping written as straight loops over l, which the compiler vectorizes */
-    float d = h2f(b->d);
+/* The 256 codes of a Q6_K block, 0..63 before the bias of 32: q6_code's mapping written as straight loops
+ * over l, which the compiler vectorizes. */
+static void codes_q6k(const br_blk_q6_k *b, uint8_t *c) {
     for (int half = 0; half < 2; half++) {
         const uint8_t *ql = b->ql + 64 * half, *qh = b->qh + 32 * half;
-        const int8_t *sc = b->scales + 8 * half;
-        float *o = y + 128 * half;
+        uint8_t *o = c + 128 * half;
         for (int l = 0; l < 32; l++) {
-            int is = l / 16;
-            o[l] = d * sc[is] * (float)((int)((ql[l] & 0xF) | ((qh[l] & 3) << 4)) - 32);
-            o[l + 32] = d * sc[is + 2] * (float)((int)((ql[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4)) - 32);
-            o[l + 64] = d * sc[is + 4] * (float)((int)((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) - 32);
-            o[l + 96] = d * sc[is + 6] * (float)((int)((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) - 32);
+            o[l] = (uint8_t)((ql[l] & 0xF) | ((qh[l] & 3) << 4));
+            o[l + 32] = (uint8_t)((ql[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4));
+            o[l + 64] = (uint8_t)((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4));
+            o[l + 96] = (uint8_t)((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4));
         }
     }
+}
+
+static void dequant_q6k(const br_blk_q6_k *b, float *y) {
+    float d = h2f(b->d);
+    uint8_t c[256];
+    codes_q6k(b, c);
+    for (int e = 0; e < 256; e++) y[e] = d * b->scales[e / 16] * (float)((int)c[e] - 32);
 }
 
 /* One block of t to 32 or 256 floats. */
@@ -278,38 +289,22 @@ void br_qg_unpack_row(br_wtype t, const void *row, int cols, uint8_t *q, float *
             break;
         }
         case BR_W_Q4_K: case BR_W_Q5_K: {
-            bool five = t == BR_W_Q5_K;
             const uint16_t *dm = (const uint16_t *)p;
-            const uint8_t *scales = p + 4, *qh = five ? p + 16 : NULL, *qs = five ? p + 48 : p + 16;
             float d = h2f(dm[0]), dmin = h2f(dm[1]);
             for (int j = 0; j < 8; j++) {
                 uint8_t sc, m;
-                br_k4_scale_min(scales, j, &sc, &m);
+                br_k4_scale_min(p + 4, j, &sc, &m);
                 sk[j] = d * sc;
                 ck[j] = dmin * m;
-                const uint8_t *qq = qs + 32 * (j / 2);
-                for (int i = 0; i < 32; i++) {
-                    int v = (j & 1) ? qq[i] >> 4 : qq[i] & 0xF;
-                    if (five) v |= ((qh[i] >> j) & 1) << 4;
-                    qk[32 * j + i] = (uint8_t)v;
-                }
             }
+            codes_q45k(p, t == BR_W_Q5_K, qk);
             break;
         }
         case BR_W_Q6_K: {
             const br_blk_q6_k *b = (const br_blk_q6_k *)p;
             float d = h2f(b->d);
             for (int j = 0; j < 16; j++) { sk[j] = d * b->scales[j]; ck[j] = 32 * sk[j]; }
-            for (int half = 0; half < 2; half++) {
-                const uint8_t *ql = b->ql + 64 * half, *qh = b->qh + 32 * half;
-                uint8_t *o = qk + 128 * half;
-                for (int l = 0; l < 32; l++) {
-                    o[l] = (uint8_t)((ql[l] & 0xF) | ((qh[l] & 3) << 4));
-                    o[l + 32] = (uint8_t)((ql[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4));
-                    o[l + 64] = (uint8_t)((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4));
-                    o[l + 96] = (uint8_t)((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4));
-                }
-            }
+            codes_q6k(b, qk);
             break;
         }
         default: break;
