@@ -76,7 +76,7 @@ static double huge_percent(const void *p, size_t bytes) {
     double pct = -1;
     while (fgets(line, sizeof line, f)) {
         unsigned long lo, hi;
-        if (sscanf(line, "%lx-%lx ", &lo, &hi) == 2 && strchr(line, '-') < strchr(line, ' ')) {
+        if (sscanf(line, "%lx-%lx ", &lo, &hi) == 2) { /* a mapping's header; no field line parses so */
             in = (uintptr_t)p >= lo && (uintptr_t)p < hi;
             continue;
         }
