@@ -46,8 +46,10 @@ void br_q8_block_avx512(const float *v, int8_t *q, float *d, int sum[2]) {
     sum[1] = _mm512_reduce_add_epi32(c1);
 }
 
-/* br_qg_unpack_row for the types of the files people download, vectorised; the others take quant.c's. */
-static void unpack_row(br_wtype t, const uint8_t *p, int cols, uint8_t *q, float *s, float *c) {
+/* br_qg_unpack_row for the types of the files people download, vectorised; the others take quant.c's,
+ * which is also the reference test_quant holds these to. */
+void br_qg_unpack_row_avx512(br_wtype t, const void *row, int cols, uint8_t *q, float *s, float *c) {
+    const uint8_t *p = row;
     switch (t) {
     case BR_W_Q8_0:
         for (int k = 0; k < cols / 32; k++, p += sizeof(br_blk_q8_0)) {
@@ -174,7 +176,7 @@ static inline __attribute__((always_inline)) void qg_rows(br_wtype t, const uint
         int m = nr - r0 < BR_QG_ROWS ? nr - r0 : BR_QG_ROWS;
         for (int r = 0; r < BR_QG_ROWS; r++) {
             if (r < m) {
-                unpack_row(t, w + (size_t)(r0 + r) * row_bytes, cols, q + (size_t)r * cols, s + r * nsb, c + r * nsb);
+                br_qg_unpack_row_avx512(t, w + (size_t)(r0 + r) * row_bytes, cols, q + (size_t)r * cols, s + r * nsb, c + r * nsb);
             } else { /* rows past the last: zeros, results dropped */
                 memset(q + (size_t)r * cols, 0, (size_t)cols);
                 memset(s + r * nsb, 0, sizeof(float) * (size_t)nsb);

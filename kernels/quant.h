@@ -95,6 +95,8 @@ int br_qg_sb(br_wtype t);
 size_t br_qg_group_bytes(int cols, int sb);
 void br_qg_pack_x(const float *x, int n, int cols, int sb, void *buf);
 void br_qg_unpack_row(br_wtype t, const void *row, int cols, uint8_t *q, float *s, float *c);
+/* The same, vectorised for Q4_K, Q6_K and Q8_0 (AVX-512; bit for bit the portable one's output) */
+void br_qg_unpack_row_avx512(br_wtype t, const void *row, int cols, uint8_t *q, float *s, float *c);
 /* Rows of W packed as above, then y[i * ldy + r] for the n rows of x packed in xg; AVX-512 VNNI. */
 #define BR_QG_ROWS 4 /* rows of W per pass */
 /* One block of 32 floats to q8x codes, scale and the two sums of 16 codes (kernels.c picks the version;

@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "br_kernels.h"
+#include "quant.h"
 
 static br_isa g_max_isa;
 
@@ -381,6 +382,28 @@ static void matmul_quant_paths(void **state) {
     br_pool_free(pool);
 }
 
+/* --- the batched product's unpacking of W: the vectorised unpack against the portable one --------- */
+
+static void qg_unpack_matches(void **state) {
+    (void)state;
+    if (g_max_isa < BR_ISA_AVX512) skip();
+    for (size_t ti = 0; ti < N_TYPES; ti++) {
+        const tinfo *T = &k_types[ti];
+        int cols = T->block == 32 ? 320 : 512, sb = br_qg_sb(T->t), nsb = cols / sb;
+        uint8_t *w = malloc((size_t)cols / T->block * T->bytes), q[2][512];
+        float s[2][32], c[2][32];
+        for (int rep = 0; rep < 20; rep++) {
+            fill_blocks(T, w, cols / T->block, rep % 2);
+            br_qg_unpack_row(T->t, w, cols, q[0], s[0], c[0]);
+            br_qg_unpack_row_avx512(T->t, w, cols, q[1], s[1], c[1]);
+            if (memcmp(q[0], q[1], (size_t)cols) || memcmp(s[0], s[1], sizeof(float) * nsb) ||
+                memcmp(c[0], c[1], sizeof(float) * nsb))
+                fail_msg("%s: the AVX-512 unpack differs from the portable one", br_wtype_name(T->t));
+        }
+        free(w);
+    }
+}
+
 /* --- quantizers ------------------------------------------------------------------------------ */
 
 static void quantize_round_trip(void **state) {
@@ -433,6 +456,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(decode_matches_layout),
         cmocka_unit_test(q8x_quantize_bounds),
+        cmocka_unit_test(qg_unpack_matches),
         cmocka_unit_test(dot_q8x_all_types_isas),
         cmocka_unit_test(nonfinite_scale_gives_nan),
         cmocka_unit_test(matmul_quant_paths),
