@@ -70,13 +70,15 @@ void br_k_to_f32(br_wtype t, const void *src, float *dst, size_t n);
  * quantized W and n <= BR_K_MM_Q8_MAX_N, each row of x is quantized to 8 bits per 32 values (q8x) and
  * every weight row is read once for all n rows of x. */
 #define BR_K_MM_Q8_MAX_N 64
-/* With AVX-512 VNNI, quantized W and at least BR_K_QG_MIN_N rows of x take the batched product instead
- * (x quantized as q8x, 16 rows of x across the lanes of a vector); br_k_matmul_batched says when. On one
- * thread, Q4_K 2048x2560: 8 rows 0.70 ms against 0.69 on the q8x path, 16 rows 0.79 against 1.37, 64
- * rows 2.4 against 5.4, 256 rows 8.7 against 17.6 (sgemm). A kernel with 4 rows of W x 4 rows of x in
- * the lanes, for batches of 4-16, lost to both (8 rows 0.90 ms; best-of-8 on the 3B shape 12.7 s
- * against 9.7): the interleaving of W's codes costs what the fuller lanes save. */
+/* With AVX-512 VNNI, quantized W and at least BR_K_QG8_MIN_N rows of x take the batched product instead
+ * (x quantized as q8x and laid across the lanes of a vector); br_k_matmul_batched says when. From
+ * BR_K_QG_MIN_N rows, 16 rows of x to a vector: on one thread, Q4_K 2048x2560, 16 rows 0.79 ms against
+ * 1.37 on the q8x path, 64 rows 2.4 against 5.4, 256 rows 8.7 against 17.6 (sgemm). Below, 8 rows of x
+ * to a vector, each on two lanes against two rows of W, their weight words interleaved as W is
+ * unpacked: 8 rows Q4_K 0.50 ms against 0.73 on the q8x path, Q6_K 0.68 against 0.98, Q8_0 0.52 against
+ * 0.78; at 4 rows the q8x path stays ahead (0.39 against 0.45 ms). */
 #define BR_K_QG_MIN_N 12
+#define BR_K_QG8_MIN_N 5
 bool br_k_matmul_batched(br_wtype wt, int n);
 void br_k_matmul(br_pool *pool, float *y, const float *x, const void *w, br_wtype wt, int n, int rows,
                  int cols);

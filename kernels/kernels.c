@@ -186,6 +186,7 @@ typedef struct {
     br_qdot_fn qdot;       /* NULL: scalar reference */
     br_qdot4_fn qdot4;     /* four rows of x at once, or NULL */
     const uint8_t *xg;     /* x packed for the batched product (br_qg_pack_x), or NULL */
+    int qg_rg;             /* rows of x to a group there */
     uint8_t *qg_scr0;      /* thread 0's scratch for unpacked rows of W (the others use their own) */
     size_t qg_unpack;      /* bytes of that scratch */
 } mm_job;
@@ -256,13 +257,13 @@ static void mm_q8_task(void *ctx, int task, int n_tasks, int thread) {
     }
 }
 
-/* The batched product: rows_per_task rows of W (a multiple of BR_QG_ROWS) against every row of x. */
+/* The batched product: rows_per_task rows of W (a multiple of BR_QG_ROWS_MAX) against every row of x. */
 static void mm_qg_task(void *ctx, int task, int n_tasks, int thread) {
     (void)n_tasks;
     mm_job *j = ctx;
     int r0 = task * j->rows_per_task, nr = j->rows - r0 < j->rows_per_task ? j->rows - r0 : j->rows_per_task;
     void *scr = thread == 0 ? j->qg_scr0 : br_pool_scratch(j->pool, thread, j->qg_unpack); /* sized by the caller */
-    br_qg_rows_avx512(j->wt, j->w + (size_t)r0 * j->row_bytes, j->row_bytes, nr, j->xg, j->n, j->cols, j->y + r0,
+    br_qg_rows_avx512(j->wt, j->w + (size_t)r0 * j->row_bytes, j->row_bytes, nr, j->xg, j->n, j->qg_rg, j->cols, j->y + r0,
                       j->rows, scr);
 }
 
@@ -272,11 +273,13 @@ static void mm_qg_task(void *ctx, int task, int n_tasks, int thread) {
  * in two chunks of 256 (0.8 MiB) 36.3. */
 #define QG_X_BYTES ((size_t)1 << 20)
 static bool mm_qg(mm_job *j) {
-    int nt = br_pool_size(j->pool), sb = br_qg_sb(j->wt);
-    int chunk = (int)(QG_X_BYTES / br_qg_group_bytes(j->cols, sb)) * 16;
-    if (chunk < 32) chunk = 32;
+    int nt = br_pool_size(j->pool), sb = br_qg_sb(j->wt), rg = j->n < BR_K_QG_MIN_N ? 8 : 16;
+    size_t gbytes = br_qg_group_bytes(j->cols, sb);
+    int chunk = (int)(QG_X_BYTES / gbytes) * rg;
+    if (chunk < 2 * rg) chunk = 2 * rg;
     if (chunk > j->n) chunk = j->n;
-    size_t xbytes = (size_t)(chunk + 15) / 16 * br_qg_group_bytes(j->cols, sb);
+    size_t xbytes = (size_t)(chunk + rg - 1) / rg * gbytes;
+    j->qg_rg = rg;
     j->qg_unpack = br_qg_unpack_bytes(j->cols, sb);
     uint8_t *s0 = br_pool_scratch(j->pool, 0, xbytes + j->qg_unpack);
     if (!s0) return false;
@@ -284,13 +287,13 @@ static bool mm_qg(mm_job *j) {
         if (!br_pool_scratch(j->pool, t, j->qg_unpack)) return false;
     j->qg_scr0 = s0 + xbytes;
     int tasks = nt * 4;
-    j->rows_per_task = ((j->rows + tasks - 1) / tasks + BR_QG_ROWS - 1) / BR_QG_ROWS * BR_QG_ROWS;
+    j->rows_per_task = ((j->rows + tasks - 1) / tasks + BR_QG_ROWS_MAX - 1) / BR_QG_ROWS_MAX * BR_QG_ROWS_MAX;
     tasks = (j->rows + j->rows_per_task - 1) / j->rows_per_task;
     float *y = j->y;
     int n = j->n;
     for (int i0 = 0; i0 < n; i0 += chunk) {
         int m = n - i0 < chunk ? n - i0 : chunk;
-        br_qg_pack_x(j->x + (size_t)i0 * j->cols, m, j->cols, sb, s0);
+        br_qg_pack_x(j->x + (size_t)i0 * j->cols, m, j->cols, sb, rg, s0);
         j->xg = s0;
         j->n = m;
         j->y = y + (size_t)i0 * j->rows;
@@ -330,12 +333,12 @@ static void mm_gemm_task(void *ctx, int task, int n_tasks, int thread) {
 }
 
 bool br_k_matmul_batched(br_wtype wt, int n) {
-    return br_wtype_is_quant(wt) && g_isa >= BR_ISA_AVX512 && n >= BR_K_QG_MIN_N;
+    return br_wtype_is_quant(wt) && g_isa >= BR_ISA_AVX512 && n >= BR_K_QG8_MIN_N;
 }
 
 void br_k_matmul(br_pool *pool, float *y, const float *x, const void *w, br_wtype wt, int n, int rows, int cols) {
     mm_job j = {y, x, w, wt, n, rows, cols, 0, pool, br_wtype_row_bytes(wt, (size_t)cols), NULL, 0, NULL, NULL,
-                NULL, NULL, 0};
+                NULL, 0, NULL, 0};
     int nt = br_pool_size(pool);
     if (br_k_matmul_batched(wt, n) && mm_qg(&j)) return;
     /* Several tasks per thread so a slow core does not hold the others up. */

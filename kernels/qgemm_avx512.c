@@ -1,5 +1,5 @@
 /* Quantized W against many rows of x (prefill, batched decode) with AVX-512 VNNI: the rows of x lie
- * across the 16 lanes of a vector, so each weight code is broadcast once and serves 16 rows of x. */
+ * across the 16 lanes of a vector, so each broadcast weight word serves 16 rows of x (or 8, two rows of W). */
 #include <immintrin.h>
 #include <math.h>
 #include <stdbool.h>
@@ -14,8 +14,11 @@
  * codes are vpdpbusd's unsigned side (Q8_0's carry a +128 bias, taken off with the offsets), x's the
  * signed one, so x needs no bias and W no sums of its codes. */
 
+/* P rows of W per vector (P = 16 / rg, 1 or 2): a pass takes VR vectors' worth, P * VR <= BR_QG_ROWS_MAX
+ * rows of W, interleaved word by word when P = 2 (types without a pair unpacker go through two rows of
+ * their own first). */
 size_t br_qg_unpack_bytes(int cols, int sb) {
-    return (size_t)BR_QG_ROWS * ((size_t)cols + (size_t)(cols / sb) * 8);
+    return (size_t)(BR_QG_ROWS_MAX + 2) * ((size_t)cols + (size_t)(cols / sb) * 8);
 }
 
 /* One block of 32 floats to q8x codes, bit for bit what br_q8_block_scalar gives: the same scale
@@ -112,17 +115,139 @@ void br_qg_unpack_row_avx512(br_wtype t, const void *row, int cols, uint8_t *q, 
     }
 }
 
+/* Two rows of W unpacked as br_qg_unpack_row_avx512 would, then interleaved for eight rows of x
+ * (P = 2): word k of row a at 8k, of row b at 8k + 4; sub-block j's s and c of a at 2j, of b at 2j + 1.
+ * For Q4_K, Q6_K and Q8_0 in one pass, 64 codes of each row to a vector; false for the other types. */
+static inline void pair_store(uint8_t *q, __m512i va, __m512i vb) {
+    const __m512i lo = _mm512_set_epi32(23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
+    const __m512i hi = _mm512_add_epi32(lo, _mm512_set1_epi32(8));
+    _mm512_storeu_si512(q, _mm512_permutex2var_epi32(va, lo, vb));
+    _mm512_storeu_si512(q + 64, _mm512_permutex2var_epi32(va, hi, vb));
+}
+
+/* eight floats of a and eight of b as a0 b0 a1 b1 ... */
+static inline void pair_store8(float *s, __m256 a, __m256 b) {
+    const __m512i idx = _mm512_set_epi32(15, 7, 14, 6, 13, 5, 12, 4, 11, 3, 10, 2, 9, 1, 8, 0);
+    _mm512_storeu_ps(s, _mm512_permutexvar_ps(idx, _mm512_castpd_ps(_mm512_insertf64x4(_mm512_castpd256_pd512(_mm256_castps_pd(a)), _mm256_castps_pd(b), 1))));
+}
+
+static inline __m256 k4_scales(uint64_t v, float d) {
+    return _mm256_mul_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_cvtsi64_si128((long long)v))));
+}
+
+bool br_qg_unpack_pair_avx512(br_wtype t, const void *row_a, const void *row_b, int cols, uint8_t *q, float *s,
+                              float *c) {
+    switch (t) {
+    case BR_W_Q4_K: {
+        const __m512i m4 = _mm512_set1_epi8(15), sh = _mm512_set_epi64(4, 4, 4, 4, 0, 0, 0, 0);
+        const br_blk_q4_k *a = row_a, *b = row_b;
+        for (int k = 0; k < cols / 256; k++, a++, b++) {
+            for (int h = 0; h < 4; h++) {
+                __m512i va = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(a->qs + 32 * h)));
+                __m512i vb = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(b->qs + 32 * h)));
+                pair_store(q + 512 * k + 128 * h, _mm512_and_si512(_mm512_srlv_epi64(va, sh), m4),
+                           _mm512_and_si512(_mm512_srlv_epi64(vb, sh), m4));
+            }
+            uint64_t sca, mna, scb, mnb;
+            br_k4_unpack(a->scales, &sca, &mna);
+            br_k4_unpack(b->scales, &scb, &mnb);
+            pair_store8(s + 16 * k, k4_scales(sca, _cvtsh_ss(a->d)), k4_scales(scb, _cvtsh_ss(b->d)));
+            pair_store8(c + 16 * k, k4_scales(mna, _cvtsh_ss(a->dmin)), k4_scales(mnb, _cvtsh_ss(b->dmin)));
+        }
+        return true;
+    }
+    case BR_W_Q6_K: {
+        const __m512i m4 = _mm512_set1_epi8(15), m3 = _mm512_set1_epi8(3);
+        const __m512i sh01 = _mm512_set_epi64(2, 2, 2, 2, 0, 0, 0, 0), sh23 = _mm512_set_epi64(6, 6, 6, 6, 4, 4, 4, 4);
+        const __m512i lo = _mm512_set_epi32(23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
+        const __m512i hi = _mm512_add_epi32(lo, _mm512_set1_epi32(8));
+        const br_blk_q6_k *ab[2] = {row_a, row_b};
+        for (int k = 0; k < cols / 256; k++) {
+            for (int half = 0; half < 2; half++) {
+                __m512i c01[2], c23[2];
+                for (int u = 0; u < 2; u++) {
+                    const br_blk_q6_k *bk = ab[u] + k;
+                    /* codes 128 half + 0..63: low nibbles with qh bits 0-1 / 2-3; 64..127: high nibbles, bits 4-5 / 6-7 */
+                    __m512i ql = _mm512_loadu_si512(bk->ql + 64 * half);
+                    __m512i qh = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(bk->qh + 32 * half)));
+                    c01[u] = _mm512_or_si512(_mm512_and_si512(ql, m4),
+                                             _mm512_slli_epi16(_mm512_and_si512(_mm512_srlv_epi64(qh, sh01), m3), 4));
+                    c23[u] = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(ql, 4), m4),
+                                             _mm512_slli_epi16(_mm512_and_si512(_mm512_srlv_epi64(qh, sh23), m3), 4));
+                }
+                pair_store(q + 512 * k + 256 * half, c01[0], c01[1]);
+                pair_store(q + 512 * k + 256 * half + 128, c23[0], c23[1]);
+            }
+            __m512 sv[2];
+            for (int u = 0; u < 2; u++)
+                sv[u] = _mm512_mul_ps(_mm512_set1_ps(_cvtsh_ss(ab[u][k].d)), _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(
+                                                                              _mm_loadu_si128((const __m128i *)ab[u][k].scales))));
+            __m512 s0 = _mm512_permutex2var_ps(sv[0], lo, sv[1]), s1 = _mm512_permutex2var_ps(sv[0], hi, sv[1]);
+            _mm512_storeu_ps(s + 32 * k, s0);
+            _mm512_storeu_ps(s + 32 * k + 16, s1);
+            _mm512_storeu_ps(c + 32 * k, _mm512_mul_ps(s0, _mm512_set1_ps(32)));
+            _mm512_storeu_ps(c + 32 * k + 16, _mm512_mul_ps(s1, _mm512_set1_ps(32)));
+        }
+        return true;
+    }
+    case BR_W_Q8_0: {
+        const br_blk_q8_0 *a = row_a, *b = row_b;
+        const __m512i bias = _mm512_set1_epi8((char)0x80);
+        int nb = cols / 32, k = 0;
+        for (; k + 2 <= nb; k += 2) {
+            __m512i va = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)a[k].qs)),
+                                            _mm256_loadu_si256((const __m256i *)a[k + 1].qs), 1);
+            __m512i vb = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)b[k].qs)),
+                                            _mm256_loadu_si256((const __m256i *)b[k + 1].qs), 1);
+            pair_store(q + 64 * k, _mm512_xor_si512(va, bias), _mm512_xor_si512(vb, bias));
+        }
+        for (; k < nb; k++)
+            for (int i = 0; i < 32; i += 4)
+                for (int u = 0; u < 2; u++) {
+                    const br_blk_q8_0 *bk = (u ? b : a) + k;
+                    for (int e = 0; e < 4; e++) q[64 * k + 2 * i + 4 * u + e] = (uint8_t)(bk->qs[i + e] + 128);
+                }
+        for (k = 0; k + 8 <= nb; k += 8) {
+            __m128i da = _mm_set_epi16((short)a[k + 7].d, (short)a[k + 6].d, (short)a[k + 5].d, (short)a[k + 4].d,
+                                       (short)a[k + 3].d, (short)a[k + 2].d, (short)a[k + 1].d, (short)a[k].d);
+            __m128i db = _mm_set_epi16((short)b[k + 7].d, (short)b[k + 6].d, (short)b[k + 5].d, (short)b[k + 4].d,
+                                       (short)b[k + 3].d, (short)b[k + 2].d, (short)b[k + 1].d, (short)b[k].d);
+            __m256 fa = _mm256_cvtph_ps(da), fb = _mm256_cvtph_ps(db);
+            pair_store8(s + 2 * k, fa, fb);
+            pair_store8(c + 2 * k, _mm256_mul_ps(fa, _mm256_set1_ps(128)), _mm256_mul_ps(fb, _mm256_set1_ps(128)));
+        }
+        for (; k < nb; k++) {
+            s[2 * k] = _cvtsh_ss(a[k].d), s[2 * k + 1] = _cvtsh_ss(b[k].d);
+            c[2 * k] = 128 * s[2 * k], c[2 * k + 1] = 128 * s[2 * k + 1];
+        }
+        return true;
+    }
+    default: return false;
+    }
+}
+
 typedef struct {
-    const uint8_t *q;        /* BR_QG_ROWS rows of cols codes */
-    const float *s, *c;      /* BR_QG_ROWS rows of nsb */
+    const uint8_t *q;        /* VR vector rows of P * cols codes: word k of P rows of W at 4 P k */
+    const float *s, *c;      /* VR vector rows of P * nsb: sub-block j of P rows at P j */
 } qg_w;
 
-/* y for BR_QG_ROWS rows of W and G groups of x; L is the sub-block length. Inlined with constant G and
- * L, so the arrays below stay in registers. With one group, even and odd steps of each row go to two
- * sums: eight chains of vpdpbusd in flight instead of four, which its latency needs. */
-static inline __attribute__((always_inline)) void qg_pass(const qg_w *w, int cols, int L, int G, const uint8_t *xg,
-                                                           size_t gb, __m512 acc[BR_QG_ROWS][2]) {
+/* y for P * VR rows of W and G groups of x; L is the sub-block length. A vector of x holds one word (4
+ * codes) of 16 / P rows of x, each on P lanes, and the broadcast weight words are P rows' word: with
+ * P = 2 each lane pair is one row of x against two rows of W, so the float work per sub-block still
+ * serves 16 products where 8 rows of x would fill half the lanes with P = 1. P = 2 takes 8 vector rows
+ * (16 rows of W) per load of x: x is then twice as long, and with 4 the loads of x from L2 held the
+ * pass back. Inlined with constant G, L, P and VR, so the arrays below stay in registers. With one
+ * group of four vector rows, even and odd steps of each go to two sums: eight chains of vpdpbusd in
+ * flight instead of four, which its latency needs. */
+#define QG_VR_MAX 8
+static inline __attribute__((always_inline)) void qg_pass(const qg_w *w, int cols, int L, int G, int P, int VR,
+                                                           const uint8_t *xg, size_t gb, __m512 acc[QG_VR_MAX][2],
+                                                           const uint8_t *pf, size_t pf_bytes) {
     const int nsb = cols / L, nb = cols / 32;
+    const bool split = G == 1 && VR == 4;
+    /* pf_bytes from pf (the next rows of W) fetched a few lines per sub-block, so memory is busy while
+     * this pass computes: without it, a batch of 8 read W only while unpacking it */
+    const size_t pf_step = (pf_bytes / (size_t)nsb + 64) & ~(size_t)63;
     const int8_t *xq[2];
     const float *xd[2], *xds[2];
     for (int g = 0; g < G; g++) {
@@ -130,88 +255,168 @@ static inline __attribute__((always_inline)) void qg_pass(const qg_w *w, int col
         xd[g] = (const float *)(xg + (size_t)g * gb + (size_t)16 * cols);
         xds[g] = xd[g] + 16 * nb;
     }
-    for (int r = 0; r < BR_QG_ROWS; r++)
+    for (int r = 0; r < VR; r++)
         for (int g = 0; g < G; g++) acc[r][g] = _mm512_setzero_ps();
     for (int j = 0; j < nsb; j++) {
-        __m512i is[BR_QG_ROWS][2];
-        for (int r = 0; r < BR_QG_ROWS; r++) is[r][0] = is[r][1] = _mm512_setzero_si512();
+        __m512i is[QG_VR_MAX][2];
+        for (int r = 0; r < VR; r++) is[r][0] = is[r][1] = _mm512_setzero_si512();
+        if (pf)
+            for (size_t o = (size_t)j * pf_step; o < (size_t)(j + 1) * pf_step && o < pf_bytes; o += 64)
+                _mm_prefetch((const char *)pf + o, _MM_HINT_T0);
         /* unrolled whole: a loop here made gcc copy all the sums at every step */
 #pragma GCC unroll 8
         for (int kk = 0; kk < L / 4; kk++) {
             const int k4 = j * L / 4 + kk;
             __m512i a[2];
             for (int g = 0; g < G; g++) a[g] = _mm512_loadu_si512(xq[g] + (size_t)64 * k4);
-            for (int r = 0; r < BR_QG_ROWS; r++) {
-                uint32_t wv;
-                memcpy(&wv, w->q + (size_t)r * cols + 4 * k4, 4);
-                __m512i b = _mm512_set1_epi32((int)wv);
+            for (int r = 0; r < VR; r++) {
+                __m512i b;
+                if (P == 1) {
+                    uint32_t wv;
+                    memcpy(&wv, w->q + (size_t)r * cols + 4 * k4, 4);
+                    b = _mm512_set1_epi32((int)wv);
+                } else {
+                    uint64_t wv;
+                    memcpy(&wv, w->q + (size_t)r * 2 * cols + 8 * k4, 8);
+                    b = _mm512_set1_epi64((long long)wv);
+                }
                 if (G == 2)
                     for (int g = 0; g < 2; g++) is[r][g] = _mm512_dpbusd_epi32(is[r][g], b, a[g]);
-                else
+                else if (split)
                     is[r][kk & 1] = _mm512_dpbusd_epi32(is[r][kk & 1], b, a[0]);
+                else
+                    is[r][0] = _mm512_dpbusd_epi32(is[r][0], b, a[0]);
             }
         }
-        if (G == 1)
-            for (int r = 0; r < BR_QG_ROWS; r++) is[r][0] = _mm512_add_epi32(is[r][0], is[r][1]);
+        if (split)
+            for (int r = 0; r < VR; r++) is[r][0] = _mm512_add_epi32(is[r][0], is[r][1]);
         for (int g = 0; g < G; g++) {
             __m512 dv = _mm512_loadu_ps(xd[g] + 16 * (j * L / 32)), dsv = _mm512_loadu_ps(xds[g] + 16 * j);
-            for (int r = 0; r < BR_QG_ROWS; r++) {
-                acc[r][g] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(is[r][g]),
-                                            _mm512_mul_ps(dv, _mm512_set1_ps(w->s[r * nsb + j])), acc[r][g]);
-                acc[r][g] = _mm512_fnmadd_ps(dsv, _mm512_set1_ps(w->c[r * nsb + j]), acc[r][g]);
+            for (int r = 0; r < VR; r++) {
+                __m512 sv, cv;
+                if (P == 1) {
+                    sv = _mm512_set1_ps(w->s[r * nsb + j]);
+                    cv = _mm512_set1_ps(w->c[r * nsb + j]);
+                } else {
+                    double sd, cd;
+                    memcpy(&sd, w->s + 2 * (r * nsb + j), 8);
+                    memcpy(&cd, w->c + 2 * (r * nsb + j), 8);
+                    sv = _mm512_castpd_ps(_mm512_set1_pd(sd));
+                    cv = _mm512_castpd_ps(_mm512_set1_pd(cd));
+                }
+                acc[r][g] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(is[r][g]), _mm512_mul_ps(dv, sv), acc[r][g]);
+                acc[r][g] = _mm512_fnmadd_ps(dsv, cv, acc[r][g]);
             }
         }
     }
 }
 
+/* Rows a and b of unpacked codes and scales interleaved word by word (4 codes) and scale by scale. */
+static void qg_interleave(const uint8_t *qa, const uint8_t *qb, const float *sa, const float *sb_, const float *ca,
+                          const float *cb, int cols, int nsb, uint8_t *q, float *s, float *c) {
+    const __m512i lo = _mm512_set_epi32(23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
+    const __m512i hi = _mm512_add_epi32(lo, _mm512_set1_epi32(8));
+    int k = 0;
+    for (; k + 64 <= cols; k += 64) {
+        __m512i va = _mm512_loadu_si512(qa + k), vb = _mm512_loadu_si512(qb + k);
+        _mm512_storeu_si512(q + 2 * k, _mm512_permutex2var_epi32(va, lo, vb));
+        _mm512_storeu_si512(q + 2 * k + 64, _mm512_permutex2var_epi32(va, hi, vb));
+    }
+    for (; k < cols; k += 4) {
+        memcpy(q + 2 * k, qa + k, 4);
+        memcpy(q + 2 * k + 4, qb + k, 4);
+    }
+    int j = 0;
+    for (; j + 16 <= nsb; j += 16) {
+        __m512 a = _mm512_loadu_ps(sa + j), b = _mm512_loadu_ps(sb_ + j);
+        _mm512_storeu_ps(s + 2 * j, _mm512_permutex2var_ps(a, lo, b));
+        _mm512_storeu_ps(s + 2 * j + 16, _mm512_permutex2var_ps(a, hi, b));
+        a = _mm512_loadu_ps(ca + j), b = _mm512_loadu_ps(cb + j);
+        _mm512_storeu_ps(c + 2 * j, _mm512_permutex2var_ps(a, lo, b));
+        _mm512_storeu_ps(c + 2 * j + 16, _mm512_permutex2var_ps(a, hi, b));
+    }
+    for (; j < nsb; j++) {
+        s[2 * j] = sa[j], s[2 * j + 1] = sb_[j];
+        c[2 * j] = ca[j], c[2 * j + 1] = cb[j];
+    }
+}
+
 static inline __attribute__((always_inline)) void qg_rows(br_wtype t, const uint8_t *w, size_t row_bytes, int nr,
                                                            const uint8_t *xg, int n, int cols, float *y, int ldy,
-                                                           void *scratch, int L) {
-    const int nsb = cols / L, groups = (n + 15) / 16;
+                                                           void *scratch, int L, int P) {
+    /* eight rows of x: one group at a time, 16 rows of W a pass; else two groups, 4 rows of W */
+    const int VR = P == 2 ? 8 : 4, GM = P == 2 ? 1 : 2;
+    const int rg = 16 / P, nsb = cols / L, groups = (n + rg - 1) / rg, rows = P * VR;
     const size_t gb = br_qg_group_bytes(cols, L);
-    uint8_t *q = scratch;
-    float *s = (float *)(q + (size_t)BR_QG_ROWS * cols), *c = s + BR_QG_ROWS * nsb;
+    /* the pass's rows, then two rows unpacked before they are interleaved (types without a pair unpacker) */
+    uint8_t *q = scratch, *tq = q + (size_t)rows * cols;
+    float *s = (float *)(tq + (size_t)2 * cols), *c = s + rows * nsb, *ts = c + rows * nsb, *tc = ts + 2 * nsb;
     qg_w wv = {q, s, c};
-    for (int r0 = 0; r0 < nr; r0 += BR_QG_ROWS) {
-        int m = nr - r0 < BR_QG_ROWS ? nr - r0 : BR_QG_ROWS;
-        for (int r = 0; r < BR_QG_ROWS; r++) {
-            if (r < m) {
-                br_qg_unpack_row_avx512(t, w + (size_t)(r0 + r) * row_bytes, cols, q + (size_t)r * cols, s + r * nsb, c + r * nsb);
-            } else { /* rows past the last: zeros, results dropped */
-                memset(q + (size_t)r * cols, 0, (size_t)cols);
-                memset(s + r * nsb, 0, sizeof(float) * (size_t)nsb);
-                memset(c + r * nsb, 0, sizeof(float) * (size_t)nsb);
+    for (int r0 = 0; r0 < nr; r0 += rows) {
+        int m = nr - r0 < rows ? nr - r0 : rows;
+        for (int v = 0; v < VR; v++) {
+            if (P == 2 && P * v + 1 < m &&
+                br_qg_unpack_pair_avx512(t, w + (size_t)(r0 + 2 * v) * row_bytes, w + (size_t)(r0 + 2 * v + 1) * row_bytes,
+                                         cols, q + (size_t)v * 2 * cols, s + 2 * v * nsb, c + 2 * v * nsb))
+                continue;
+            for (int u = 0; u < P; u++) {
+                int r = P * v + u;
+                uint8_t *qr = P == 1 ? q + (size_t)r * cols : tq + (size_t)u * cols;
+                float *sr = P == 1 ? s + r * nsb : ts + u * nsb, *cr = P == 1 ? c + r * nsb : tc + u * nsb;
+                if (r < m) {
+                    br_qg_unpack_row_avx512(t, w + (size_t)(r0 + r) * row_bytes, cols, qr, sr, cr);
+                } else { /* rows past the last: zeros, results dropped */
+                    memset(qr, 0, (size_t)cols);
+                    memset(sr, 0, sizeof(float) * (size_t)nsb);
+                    memset(cr, 0, sizeof(float) * (size_t)nsb);
+                }
             }
+            if (P == 2)
+                qg_interleave(tq, tq + cols, ts, ts + nsb, tc, tc + nsb, cols, nsb, q + (size_t)v * 2 * cols,
+                              s + 2 * v * nsb, c + 2 * v * nsb);
         }
-        for (int g0 = 0; g0 < groups; g0 += 2) {
-            __m512 acc[BR_QG_ROWS][2];
-            int G = groups - g0 >= 2 ? 2 : 1;
-            if (G == 2) qg_pass(&wv, cols, L, 2, xg + (size_t)g0 * gb, gb, acc);
-            else qg_pass(&wv, cols, L, 1, xg + (size_t)g0 * gb, gb, acc);
+        for (int g0 = 0; g0 < groups; g0 += GM) {
+            __m512 acc[QG_VR_MAX][2];
+            int G = groups - g0 >= 2 && GM == 2 ? 2 : 1;
+            /* the next rows of this task's W, during the first pass */
+            const uint8_t *pf = NULL;
+            size_t pfb = 0;
+            if (g0 == 0 && r0 + rows < nr) {
+                pf = w + (size_t)(r0 + rows) * row_bytes;
+                pfb = (size_t)(nr - r0 - rows < rows ? nr - r0 - rows : rows) * row_bytes;
+            }
+            if (G == 2) qg_pass(&wv, cols, L, 2, P, VR, xg + (size_t)g0 * gb, gb, acc, pf, pfb);
+            else qg_pass(&wv, cols, L, 1, P, VR, xg + (size_t)g0 * gb, gb, acc, pf, pfb);
             for (int g = 0; g < G; g++) {
-                int i0 = 16 * (g0 + g), ni = n - i0 < 16 ? n - i0 : 16;
-                for (int r = 0; r < m; r++) {
+                int i0 = rg * (g0 + g), ni = n - i0 < rg ? n - i0 : rg;
+                for (int v = 0; v < VR; v++) {
                     float out[16];
-                    _mm512_storeu_ps(out, acc[r][g]);
-                    for (int i = 0; i < ni; i++) y[(size_t)(i0 + i) * ldy + r0 + r] = out[i];
+                    _mm512_storeu_ps(out, acc[v][g]);
+                    for (int u = 0; u < P && P * v + u < m; u++)
+                        for (int i = 0; i < ni; i++) y[(size_t)(i0 + i) * ldy + r0 + P * v + u] = out[P * i + u];
                 }
             }
         }
     }
 }
 
-static __attribute__((noinline)) void qg_rows_32(br_wtype t, const uint8_t *w, size_t rb, int nr, const uint8_t *xg,
-                                                 int n, int cols, float *y, int ldy, void *scr) {
-    qg_rows(t, w, rb, nr, xg, n, cols, y, ldy, scr, 32);
-}
-static __attribute__((noinline)) void qg_rows_16(br_wtype t, const uint8_t *w, size_t rb, int nr, const uint8_t *xg,
-                                                 int n, int cols, float *y, int ldy, void *scr) {
-    qg_rows(t, w, rb, nr, xg, n, cols, y, ldy, scr, 16);
-}
+#define QG_ROWS_FN(name, L, P)                                                                                   \
+    static __attribute__((noinline)) void name(br_wtype t, const uint8_t *w, size_t rb, int nr, const uint8_t *xg, \
+                                               int n, int cols, float *y, int ldy, void *scr) {                   \
+        qg_rows(t, w, rb, nr, xg, n, cols, y, ldy, scr, L, P);                                                   \
+    }
+QG_ROWS_FN(qg_rows_32, 32, 1)
+QG_ROWS_FN(qg_rows_16, 16, 1)
+QG_ROWS_FN(qg_rows_32_pairs, 32, 2)
+QG_ROWS_FN(qg_rows_16_pairs, 16, 2)
 
-void br_qg_rows_avx512(br_wtype t, const void *w, size_t row_bytes, int nr, const void *xg, int n, int cols,
-                       float *y, int ldy, void *scratch) {
-    if (t == BR_W_Q6_K) qg_rows_16(t, w, row_bytes, nr, xg, n, cols, y, ldy, scratch);
-    else qg_rows_32(t, w, row_bytes, nr, xg, n, cols, y, ldy, scratch);
+void br_qg_rows_avx512(br_wtype t, const void *w, size_t row_bytes, int nr, const void *xg, int n, int rg,
+                       int cols, float *y, int ldy, void *scratch) {
+    if (rg == 8) {
+        if (t == BR_W_Q6_K) qg_rows_16_pairs(t, w, row_bytes, nr, xg, n, cols, y, ldy, scratch);
+        else qg_rows_32_pairs(t, w, row_bytes, nr, xg, n, cols, y, ldy, scratch);
+    } else {
+        if (t == BR_W_Q6_K) qg_rows_16(t, w, row_bytes, nr, xg, n, cols, y, ldy, scratch);
+        else qg_rows_32(t, w, row_bytes, nr, xg, n, cols, y, ldy, scratch);
+    }
 }
-

@@ -237,24 +237,27 @@ size_t br_qg_group_bytes(int cols, int sb) {
     return (size_t)16 * (size_t)cols + (size_t)64 * (size_t)(cols / 32) + (size_t)64 * (size_t)(cols / sb);
 }
 
-void br_qg_pack_x(const float *x, int n, int cols, int sb, void *buf) {
+void br_qg_pack_x(const float *x, int n, int cols, int sb, int rg, void *buf) {
     size_t gb = br_qg_group_bytes(cols, sb);
-    int nb = cols / 32, groups = (n + 15) / 16;
+    /* each row of x on lp lanes: one for every row of W a vector serves */
+    int nb = cols / 32, groups = (n + rg - 1) / rg, lp = 16 / rg;
     br_q8_block_fn q8_block = br_q8_block_pick();
     /* lanes past the last row: codes and scales 0 */
     memset(buf, 0, (size_t)groups * gb);
     for (int t = 0; t < n; t++) {
-        uint8_t *base = (uint8_t *)buf + (size_t)(t / 16) * gb, *q = base + 4 * (t % 16);
-        float *d = (float *)(base + (size_t)16 * cols) + t % 16, *ds = d + 16 * nb;
+        uint8_t *base = (uint8_t *)buf + (size_t)(t / rg) * gb, *q = base + 4 * lp * (t % rg);
+        float *d = (float *)(base + (size_t)16 * cols) + lp * (t % rg), *ds = d + 16 * nb;
         for (int k = 0; k < nb; k++) {
             int8_t c[32];
             int sum[2];
             float dk;
             q8_block(x + (size_t)t * cols + 32 * k, c, &dk, sum);
-            for (int i = 0; i < 32; i += 4) memcpy(q + (size_t)(8 * k + i / 4) * 64, c + i, 4);
-            d[16 * k] = dk;
-            if (sb == 32) ds[16 * k] = dk * (float)(sum[0] + sum[1]);
-            else { ds[16 * (2 * k)] = dk * (float)sum[0]; ds[16 * (2 * k + 1)] = dk * (float)sum[1]; }
+            for (int u = 0; u < lp; u++) {
+                for (int i = 0; i < 32; i += 4) memcpy(q + (size_t)(8 * k + i / 4) * 64 + 4 * u, c + i, 4);
+                d[16 * k + u] = dk;
+                if (sb == 32) ds[16 * k + u] = dk * (float)(sum[0] + sum[1]);
+                else { ds[16 * (2 * k) + u] = dk * (float)sum[0]; ds[16 * (2 * k + 1) + u] = dk * (float)sum[1]; }
+            }
         }
     }
 }

@@ -86,27 +86,35 @@ typedef void (*br_qdot4_fn)(const void *w, const br_q8x_view *x, int n, float *o
 br_qdot4_fn br_qdot4_avx512(br_wtype wt);
 
 /* --- the batched product: many rows of x against quantized W (prefill, batched decode) -------------
- * Rows of x are quantized as q8x is (same codes and scales) and laid out 16 rows to a group, across the
- * lanes of a vector: a group holds int8 codes as [cols / 4][16 rows][4], then float d[cols / 32][16] and
- * float ds[cols / sb][16] (d times the sum of the codes in each sub-block of sb values). Rows of W are
+ * Rows of x are quantized as q8x is (same codes and scales) and laid out rg rows to a group, across the
+ * lanes of a vector: rg = 16 for many rows, each row on one lane; rg = 8 for a batch of a few sequences,
+ * each row on two lanes (one for each of two rows of W). A group holds int8 codes as
+ * [cols / 4][rg rows][16 / rg copies][4], then float d[cols / 32][16] and float ds[cols / sb][16] (d
+ * times the sum of the codes in each sub-block of sb values), on every lane of its row. Rows of W are
  * unpacked a few at a time into unsigned codes q with, per sub-block, value = s * q - c (Q8_0 and Q8_K
  * codes biased by 128). sb is 16 for Q6_K (its scales cover 16 values), else 32. */
 int br_qg_sb(br_wtype t);
 size_t br_qg_group_bytes(int cols, int sb);
-void br_qg_pack_x(const float *x, int n, int cols, int sb, void *buf);
+void br_qg_pack_x(const float *x, int n, int cols, int sb, int rg, void *buf);
 void br_qg_unpack_row(br_wtype t, const void *row, int cols, uint8_t *q, float *s, float *c);
 /* The same, vectorised for Q4_K, Q6_K and Q8_0 (AVX-512; bit for bit the portable one's output) */
 void br_qg_unpack_row_avx512(br_wtype t, const void *row, int cols, uint8_t *q, float *s, float *c);
-/* Rows of W packed as above, then y[i * ldy + r] for the n rows of x packed in xg; AVX-512 VNNI. */
-#define BR_QG_ROWS 4 /* rows of W per pass */
+/* Two rows unpacked and interleaved for eight rows of x to a group: word k (4 codes) of row a at 8k, of
+ * row b at 8k + 4; s and c of sub-block j of a at 2j, of b at 2j + 1. Q4_K, Q6_K and Q8_0; false
+ * (nothing written) for the other types. */
+bool br_qg_unpack_pair_avx512(br_wtype t, const void *row_a, const void *row_b, int cols, uint8_t *q, float *s,
+                              float *c);
+#define BR_QG_ROWS_MAX 16 /* rows of W per pass, at most; a task takes a multiple of it */
 /* One block of 32 floats to q8x codes, scale and the two sums of 16 codes (kernels.c picks the version;
  * the AVX-512 one gives the same bits) */
 typedef void (*br_q8_block_fn)(const float *v, int8_t *q, float *d, int sum[2]);
 br_q8_block_fn br_q8_block_pick(void);
 void br_q8_block_avx512(const float *v, int8_t *q, float *d, int sum[2]);
 void br_q8_block_scalar(const float *v, int8_t *q, float *d, int sum[2]);
-size_t br_qg_unpack_bytes(int cols, int sb); /* scratch for BR_QG_ROWS unpacked rows */
-void br_qg_rows_avx512(br_wtype t, const void *w, size_t row_bytes, int nr, const void *xg, int n, int cols,
-                       float *y, int ldy, void *scratch);
+size_t br_qg_unpack_bytes(int cols, int sb); /* scratch for the rows of W unpacked per pass */
+/* Rows of W unpacked as above, then y[i * ldy + r] for the n rows of x packed in xg, rg to a group;
+ * AVX-512 VNNI. */
+void br_qg_rows_avx512(br_wtype t, const void *w, size_t row_bytes, int nr, const void *xg, int n, int rg,
+                       int cols, float *y, int ldy, void *scratch);
 
 #endif

@@ -313,7 +313,7 @@ static void matmul_quant_paths(void **state) {
     (void)state;
     br_pool *pool = NULL;
     assert_int_equal(br_pool_init(&pool, 3), 0);
-    const int ns[] = {1, 2, BR_K_QG_MIN_N - 1, BR_K_QG_MIN_N, 5, 16, 17, 40, 48, BR_K_MM_Q8_MAX_N,
+    const int ns[] = {1, 2, BR_K_QG8_MIN_N - 1, BR_K_QG8_MIN_N, 8, 9, BR_K_QG_MIN_N - 1, BR_K_QG_MIN_N, 16, 17, 40, 48, BR_K_MM_Q8_MAX_N,
                       BR_K_MM_Q8_MAX_N + 1, 2 * BR_K_MM_Q8_MAX_N + 3, 261};
     /* 32-value types twice: 288 columns (not a multiple of 64: the small-batch kernel's transpose does
      * not take it) and 320 */
@@ -404,14 +404,50 @@ static void qg_unpack_matches(void **state) {
     }
 }
 
+/* The two-row unpack for eight rows of x to a group: each row as the portable unpack gives it, word by
+ * word (4 codes) and scale by scale interleaved; 288 columns leave an odd count of 32-value blocks. */
+static void qg_unpack_pair_matches(void **state) {
+    (void)state;
+    if (g_max_isa < BR_ISA_AVX512) skip();
+    int tested = 0;
+    for (size_t ti = 0; ti < N_TYPES; ti++) {
+        const tinfo *T = &k_types[ti];
+        for (int rep = 0; rep < 20; rep++) {
+            int cols = T->block == 32 ? (rep % 4 < 2 ? 320 : 288) : 512, sb = br_qg_sb(T->t), nsb = cols / sb;
+            size_t rb = (size_t)cols / T->block * T->bytes;
+            uint8_t *w = malloc(2 * rb), q[3][1024];
+            float s[3][64], c[3][64];
+            fill_blocks(T, w, 2 * cols / T->block, rep % 2);
+            br_qg_unpack_row(T->t, w, cols, q[0], s[0], c[0]);
+            br_qg_unpack_row(T->t, w + rb, cols, q[1], s[1], c[1]);
+            bool ok = br_qg_unpack_pair_avx512(T->t, w, w + rb, cols, q[2], s[2], c[2]);
+            free(w);
+            if (!ok) break; /* no pair unpacker for this type: the kernel interleaves the portable rows */
+            tested++;
+            for (int k = 0; k < cols / 4; k++)
+                for (int u = 0; u < 2; u++)
+                    if (memcmp(q[2] + 8 * k + 4 * u, q[u] + 4 * k, 4))
+                        fail_msg("%s: word %d of row %d differs", br_wtype_name(T->t), k, u);
+            for (int j = 0; j < nsb; j++)
+                for (int u = 0; u < 2; u++)
+                    if (memcmp(&s[2][2 * j + u], &s[u][j], sizeof(float)) || memcmp(&c[2][2 * j + u], &c[u][j], sizeof(float)))
+                        fail_msg("%s: scales of sub-block %d of row %d differ", br_wtype_name(T->t), j, u);
+        }
+    }
+    assert_true(tested >= 3 * 20); /* Q4_K, Q6_K and Q8_0 at least */
+}
+
 /* --- quantizers ------------------------------------------------------------------------------ */
 
 static void quantize_round_trip(void **state) {
+    g_rng = 777; /* its own inputs, whatever ran before */
     (void)state;
-    /* relative RMS error bounds for Gaussian-like rows; ggml's own quantizers land near these */
+    /* relative RMS error bounds for Gaussian-like rows with outliers; ggml's own quantizers land near
+     * these. Over 30 seeds the largest were Q8_K 0.022, Q4_0 0.159 (means 0.017, 0.126): the bounds
+     * leave room above them, so a change of seed does not fail a sound quantizer. */
     const struct { br_wtype t; double max_rel; } cases[] = {
-        {BR_W_Q8_0, 0.01}, {BR_W_Q8_K, 0.02}, {BR_W_Q6_K, 0.035}, {BR_W_Q5_0, 0.08}, {BR_W_Q5_1, 0.08},
-        {BR_W_Q5_K, 0.08}, {BR_W_Q4_0, 0.16}, {BR_W_Q4_1, 0.16}, {BR_W_Q4_K, 0.16},
+        {BR_W_Q8_0, 0.011}, {BR_W_Q8_K, 0.025}, {BR_W_Q6_K, 0.035}, {BR_W_Q5_0, 0.08}, {BR_W_Q5_1, 0.08},
+        {BR_W_Q5_K, 0.08}, {BR_W_Q4_0, 0.18}, {BR_W_Q4_1, 0.16}, {BR_W_Q4_K, 0.16},
     };
     int n = 1024;
     float *x = malloc(n * sizeof(float)), *y = malloc(n * sizeof(float));
@@ -457,6 +493,7 @@ int main(void) {
         cmocka_unit_test(decode_matches_layout),
         cmocka_unit_test(q8x_quantize_bounds),
         cmocka_unit_test(qg_unpack_matches),
+        cmocka_unit_test(qg_unpack_pair_matches),
         cmocka_unit_test(dot_q8x_all_types_isas),
         cmocka_unit_test(nonfinite_scale_gives_nan),
         cmocka_unit_test(matmul_quant_paths),
