@@ -100,6 +100,10 @@ void br_k_rmsnorm(float *out, const float *x, const float *w, int n, float eps);
 void br_k_softmax(float *x, int n);
 float br_k_silu(float x);
 float br_k_softplus(float x);
+/* The same over arrays, vectorised where the ISA allows (exp and log by polynomial, a few ulp):
+ * x[i] = softplus(x[i] + bias[i]); out[i] = silu(a[i]) * b[i], out may alias a or b. */
+void br_k_softplus_add(float *x, const float *bias, int n);
+void br_k_silu_gate(float *out, const float *a, const float *b, int n);
 
 /* --- attention --- */
 /* Causal attention of one head for n queries at positions pos0 .. pos0+n-1. Keys and values for

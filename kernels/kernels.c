@@ -408,6 +408,24 @@ float br_k_softplus(float x) {
     return x > 20.0f ? x : log1pf(expf(x));
 }
 
+/* Why vectorised: a decode step of the 3B shape calls softplus and silu on some 360 thousand values,
+ * about 4% of the step through libm one value at a time, on one thread. */
+void br_k_softplus_add(float *x, const float *bias, int n) {
+    if (g_isa >= BR_ISA_AVX2) {
+        br_avx2_softplus_add(x, bias, n);
+        return;
+    }
+    for (int i = 0; i < n; i++) x[i] = br_k_softplus(x[i] + bias[i]);
+}
+
+void br_k_silu_gate(float *out, const float *a, const float *b, int n) {
+    if (g_isa >= BR_ISA_AVX2) {
+        br_avx2_silu_gate(out, a, b, n);
+        return;
+    }
+    for (int i = 0; i < n; i++) out[i] = br_k_silu(a[i]) * b[i];
+}
+
 /* --- Mamba pieces ---------------------------------------------------------------- */
 
 void br_k_conv_silu(float *out, const float *x, int ldx, float *win, const float *w, const float *bias, int T,

@@ -163,6 +163,69 @@ static inline __m256 silu8(__m256 s) {
     return _mm256_mul_ps(_mm256_mul_ps(s, r), _mm256_blendv_ps(_mm256_set1_ps(1.0f), e, neg));
 }
 
+/* log(1 + t) for t in [0, 1]: u = 1 + t rounded, c = t - (u - 1) what the rounding lost; u = 2^e m with
+ * m in [sqrt(1/2), sqrt(2)), log m = 2 atanh(s), s = (m - 1) / (m + 1), |s| < 0.172, by its odd series
+ * to s^11 (next term below 2e-11); then log1p(t) = e ln 2 + log m + c / u. A few ulp. */
+static inline __m256 log1p8(__m256 t) {
+    const __m256 one = _mm256_set1_ps(1.0f);
+    __m256 u = _mm256_add_ps(one, t);
+    __m256 c = _mm256_sub_ps(t, _mm256_sub_ps(u, one));
+    __m256 big = _mm256_cmp_ps(u, _mm256_set1_ps(1.41421356f), _CMP_GT_OQ);
+    __m256 m = _mm256_blendv_ps(u, _mm256_mul_ps(u, _mm256_set1_ps(0.5f)), big);
+    __m256 e = _mm256_and_ps(big, one);
+    __m256 f = _mm256_sub_ps(m, one);
+    __m256 sv = _mm256_div_ps(f, _mm256_add_ps(f, _mm256_set1_ps(2.0f)));
+    __m256 s2 = _mm256_mul_ps(sv, sv);
+    __m256 p = _mm256_set1_ps(1.0f / 11);
+    p = _mm256_fmadd_ps(p, s2, _mm256_set1_ps(1.0f / 9));
+    p = _mm256_fmadd_ps(p, s2, _mm256_set1_ps(1.0f / 7));
+    p = _mm256_fmadd_ps(p, s2, _mm256_set1_ps(1.0f / 5));
+    p = _mm256_fmadd_ps(p, s2, _mm256_set1_ps(1.0f / 3));
+    __m256 two_s = _mm256_add_ps(sv, sv);
+    __m256 logm = _mm256_fmadd_ps(_mm256_mul_ps(two_s, s2), p, two_s);
+    __m256 r = _mm256_add_ps(logm, _mm256_div_ps(c, u));
+    /* e ln 2 in two parts, the first exact in float */
+    r = _mm256_fmadd_ps(e, _mm256_set1_ps(1.4286068203e-06f), r);
+    return _mm256_fmadd_ps(e, _mm256_set1_ps(0.693145751953125f), r);
+}
+
+/* x[i] = softplus(x[i] + bias[i]) = max(v, 0) + log(1 + e^-|v|) */
+void br_avx2_softplus_add(float *x, const float *bias, int n) {
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    for (int i = 0; i < n; i += 8) {
+        int m = n - i < 8 ? n - i : 8;
+        float tx[8] = {0}, tb[8] = {0};
+        __m256 v;
+        if (m == 8) v = _mm256_add_ps(_mm256_loadu_ps(x + i), _mm256_loadu_ps(bias + i));
+        else {
+            memcpy(tx, x + i, sizeof(float) * (size_t)m);
+            memcpy(tb, bias + i, sizeof(float) * (size_t)m);
+            v = _mm256_add_ps(_mm256_loadu_ps(tx), _mm256_loadu_ps(tb));
+        }
+        __m256 t = exp8(_mm256_or_ps(v, sign)); /* e^-|v| */
+        __m256 r = _mm256_add_ps(_mm256_max_ps(v, _mm256_setzero_ps()), log1p8(t));
+        if (m == 8) _mm256_storeu_ps(x + i, r);
+        else {
+            _mm256_storeu_ps(tx, r);
+            memcpy(x + i, tx, sizeof(float) * (size_t)m);
+        }
+    }
+}
+
+/* out[i] = silu(a[i]) * b[i]; out may be a or b */
+void br_avx2_silu_gate(float *out, const float *a, const float *b, int n) {
+    int i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(out + i, _mm256_mul_ps(silu8(_mm256_loadu_ps(a + i)), _mm256_loadu_ps(b + i)));
+    if (i < n) {
+        float ta[8] = {0}, tb[8] = {0};
+        memcpy(ta, a + i, sizeof(float) * (size_t)(n - i));
+        memcpy(tb, b + i, sizeof(float) * (size_t)(n - i));
+        _mm256_storeu_ps(ta, _mm256_mul_ps(silu8(_mm256_loadu_ps(ta)), _mm256_loadu_ps(tb)));
+        memcpy(out + i, ta, sizeof(float) * (size_t)(n - i));
+    }
+}
+
 /* The causal conv across 8 channels at a time: the k taps and the k-1 window values of a block of
  * channels stay in registers over 16 steps (whose rows of x stay in cache while every block of channels
  * passes over them); the last d % 8 channels take the scalar loop. */

@@ -241,11 +241,7 @@ static void mamba_block(br_ctx *c, const br_layer *ly, uint32_t il, int n) {
     }
     /* delta = softplus(dt_proj(dt) + bias) */
     matmul(c, c->delta, c->dtn, ly->ssm_dt, n);
-    for (int t = 0; t < n; t++)
-        for (int i = 0; i < Di; i++) {
-            float *d = &c->delta[(size_t)t * Di + i];
-            *d = br_k_softplus(*d + ly->dt_b[i]);
-        }
+    for (int t = 0; t < n; t++) br_k_softplus_add(c->delta + (size_t)t * Di, ly->dt_b, Di);
     /* the selective scan, each sequence from its own state, all in one pass of the pool */
     for (int si = 0; si < c->n_sl; si++) {
         const br_slice *sl = &c->sl[si];
@@ -256,21 +252,19 @@ static void mamba_block(br_ctx *c, const br_layer *ly, uint32_t il, int n) {
     br_k_ssm_scan_batch(c->pool, c->scan, c->n_sl, ly->A, W, ly->D, Di, S);
     /* gate with silu(z), then out_proj */
     for (int t = 0; t < n; t++)
-        for (int i = 0; i < Di; i++) c->y[(size_t)t * Di + i] *= br_k_silu(c->xz[(size_t)t * 2 * Di + Di + i]);
+        br_k_silu_gate(c->y + (size_t)t * Di, c->xz + (size_t)t * 2 * Di + Di, c->y + (size_t)t * Di, Di);
     matmul(c, c->t_out, c->y, ly->ssm_out, n);
 }
 
 /* --- feed-forward ------------------------------------------------------------------- */
 
-static void swiglu(float *g, const float *u, size_t n) {
-    for (size_t i = 0; i < n; i++) g[i] = br_k_silu(g[i]) * u[i];
-}
+
 
 static void ffn_dense(br_ctx *c, const br_layer *ly, int n) {
     size_t F = c->m->hp.n_ff;
     matmul(c, c->g, c->xn, ly->gate, n);
     matmul(c, c->u, c->xn, ly->up, n);
-    swiglu(c->g, c->u, (size_t)n * F);
+    br_k_silu_gate(c->g, c->g, c->u, (int)((size_t)n * F)); /* SwiGLU */
     matmul(c, c->t_out, c->g, ly->down, n);
 }
 
@@ -308,7 +302,7 @@ static void ffn_moe(br_ctx *c, const br_layer *ly, int n) {
         if (!m) continue;
         matmul(c, c->ge, c->xe, br_mat_expert(ly->gate, e), m);
         matmul(c, c->ue, c->xe, br_mat_expert(ly->up, e), m);
-        swiglu(c->ge, c->ue, (size_t)m * F);
+        br_k_silu_gate(c->ge, c->ge, c->ue, (int)((size_t)m * F)); /* SwiGLU */
         matmul(c, c->de, c->ge, br_mat_expert(ly->down, e), m);
         for (int r = 0; r < m; r++) {
             float *o = c->t_out + (size_t)c->rows_e[r] * E;

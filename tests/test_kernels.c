@@ -440,6 +440,40 @@ static void silu_softplus_vs_double(void **state) {
         if (!(fabs(gs - s) <= 1e-6 * fabs(s) + 1e-37)) fail_msg("silu(%.9g) = %.9g want %.9g", xd, (double)gs, s);
         if (!(fabs(gsp - sp) <= 1e-6 * sp + 1e-37)) fail_msg("softplus(%.9g) = %.9g want %.9g", xd, (double)gsp, sp);
     }
+    /* the array forms on every ISA, lengths with tails, against the same double references */
+    const br_isa isas[] = {BR_ISA_SCALAR, BR_ISA_AVX2, BR_ISA_AVX512};
+    int n = 100001 + 5;
+    float *x = malloc(sizeof(float) * (size_t)n), *bias = malloc(sizeof(float) * (size_t)n);
+    float *o = malloc(sizeof(float) * (size_t)n), *b = malloc(sizeof(float) * (size_t)n);
+    for (int ii = 0; ii < 3; ii++) {
+        br_k_set_isa(isas[ii]);
+        for (int len = n - 7; len <= n; len += 7) {
+            for (int i = 0; i < len; i++) {
+                x[i] = (float)(i - 50000) * 0.001f; /* -50 .. 50 */
+                if (i >= 100001) x[i] = i % 2 ? 95.0f : -95.0f;
+                bias[i] = (float)((i * 7919) % 1001 - 500) * 1e-4f;
+                b[i] = 1.0f + (float)(i % 13) * 0.25f;
+            }
+            br_k_silu_gate(o, x, b, len);
+            for (int i = 0; i < len; i++) {
+                double xd = x[i], s = xd / (1 + exp(-xd)) * b[i];
+                if (!(fabs(o[i] - s) <= 1e-6 * fabs(s) + 1e-37))
+                    fail_msg("%s: silu(%.9g) * %g = %.9g want %.9g", br_k_isa_name(br_k_isa()), xd, b[i], (double)o[i], s);
+            }
+            br_k_silu_gate(b, x, b, len); /* in place */
+            for (int i = 0; i < len; i++)
+                if (b[i] != o[i]) fail_msg("%s: in place silu gate differs at %d", br_k_isa_name(br_k_isa()), i);
+            memcpy(o, x, sizeof(float) * (size_t)len);
+            br_k_softplus_add(o, bias, len);
+            for (int i = 0; i < len; i++) {
+                double v = (double)(x[i] + bias[i]), sp = v > 30 ? v : log1p(exp(v));
+                if (!(fabs(o[i] - sp) <= 1e-6 * sp + 1e-37))
+                    fail_msg("%s: softplus(%.9g) = %.9g want %.9g", br_k_isa_name(br_k_isa()), v, (double)o[i], sp);
+            }
+        }
+    }
+    br_k_set_isa(g_max_isa);
+    free(x), free(bias), free(o), free(b);
     /* far tails: finite, right sign, no overflow to inf or NaN */
     assert_true(br_k_softplus(100.0f) == 100.0f);
     assert_true(br_k_softplus(-100.0f) >= 0 && br_k_softplus(-100.0f) < 1e-40f);
