@@ -56,9 +56,10 @@ br_store *br_ctx_store(br_ctx *c) { return c->store; }
 /* Scratch is written through once here so that the bytes we account for are resident, as the OS
  * counts them (calloc of a large block maps zero pages lazily). */
 static void *scratch(br_ctx *c, size_t n_floats) {
-    size_t bytes = (n_floats ? n_floats : 1) * sizeof(float);
+    /* 64-byte aligned: the kernels read rows of these with 512-bit loads */
+    size_t bytes = ((n_floats ? n_floats : 1) * sizeof(float) + 63) & ~(size_t)63;
     c->scratch_bytes += bytes;
-    float *p = malloc(bytes);
+    float *p = aligned_alloc(64, bytes);
     if (p) memset(p, 0, bytes);
     return p;
 }

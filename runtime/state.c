@@ -189,7 +189,8 @@ static br_seq *seq_new(br_store *store, const br_model *m, br_seq_params p) {
     s->kv = calloc(L, sizeof *s->kv);
     s->conv = calloc(L, sizeof *s->conv);
     s->h = calloc(L, sizeof *s->h);
-    s->state = malloc(state_bytes ? state_bytes : 1);
+    /* 64-byte aligned: the scan loads a channel's 16 states as one 512-bit vector */
+    s->state = aligned_alloc(64, ((size_t)state_bytes + 64) & ~(size_t)63); /* never 0 bytes */
     if (s->state) store->ssm_bytes += state_bytes; /* br_seq_free takes it back, on failure below too */
     if (!s->kv || !s->conv || !s->h || !s->state) {
         br_seq_free(s);
