@@ -117,7 +117,7 @@ void br_qg_unpack_row_avx512(br_wtype t, const void *row, int cols, uint8_t *q, 
 
 /* Two rows of W unpacked as br_qg_unpack_row_avx512 would, then interleaved for eight rows of x
  * (P = 2): word k of row a at 8k, of row b at 8k + 4; sub-block j's s and c of a at 2j, of b at 2j + 1.
- * For Q4_K, Q6_K and Q8_0 in one pass, 64 codes of each row to a vector; false for the other types. */
+ * In one pass, 64 codes of each row to a vector; false for the types without one here (Q5_K, Q8_K). */
 static inline void pair_store(uint8_t *q, __m512i va, __m512i vb) {
     const __m512i lo = _mm512_set_epi32(23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
     const __m512i hi = _mm512_add_epi32(lo, _mm512_set1_epi32(8));
@@ -133,6 +133,25 @@ static inline void pair_store8(float *s, __m256 a, __m256 b) {
 
 static inline __m256 k4_scales(uint64_t v, float d) {
     return _mm256_mul_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_cvtsi64_si128((long long)v))));
+}
+
+/* The 32 codes of a Q4_0, Q4_1, Q5_0 or Q5_1 block (low nibbles first, the fifth bits from qh), with its
+ * s and c as the portable unpack gives them. */
+static inline __m256i codes32_v(br_wtype t, const uint8_t *b, float *s, float *c) {
+    int qs_at = t == BR_W_Q4_0 ? 2 : t == BR_W_Q4_1 ? 4 : t == BR_W_Q5_0 ? 6 : 8;
+    uint16_t d, m;
+    memcpy(&d, b, 2);
+    memcpy(&m, b + 2, 2);
+    *s = _cvtsh_ss(d);
+    *c = t == BR_W_Q4_0 ? 8 * *s : t == BR_W_Q5_0 ? 16 * *s : -_cvtsh_ss(m);
+    __m128i v = _mm_loadu_si128((const __m128i *)(b + qs_at)), m4 = _mm_set1_epi8(15);
+    __m256i q = _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(v, 4), m4), _mm_and_si128(v, m4));
+    if (t == BR_W_Q5_0 || t == BR_W_Q5_1) {
+        uint32_t h;
+        memcpy(&h, b + qs_at - 4, 4);
+        q = _mm256_or_si256(q, _mm256_maskz_mov_epi8((__mmask32)h, _mm256_set1_epi8(16)));
+    }
+    return q;
 }
 
 bool br_qg_unpack_pair_avx512(br_wtype t, const void *row_a, const void *row_b, int cols, uint8_t *q, float *s,
@@ -219,6 +238,30 @@ bool br_qg_unpack_pair_avx512(br_wtype t, const void *row_a, const void *row_b, 
         for (; k < nb; k++) {
             s[2 * k] = _cvtsh_ss(a[k].d), s[2 * k + 1] = _cvtsh_ss(b[k].d);
             c[2 * k] = 128 * s[2 * k], c[2 * k + 1] = 128 * s[2 * k + 1];
+        }
+        return true;
+    }
+    case BR_W_Q4_0: case BR_W_Q4_1: case BR_W_Q5_0: case BR_W_Q5_1: {
+        const uint8_t *a = row_a, *b = row_b;
+        size_t bb = t == BR_W_Q4_0 ? sizeof(br_blk_q4_0) : t == BR_W_Q4_1 ? sizeof(br_blk_q4_1)
+                  : t == BR_W_Q5_0 ? sizeof(br_blk_q5_0) : sizeof(br_blk_q5_1);
+        int nb = cols / 32, k = 0;
+        for (; k + 2 <= nb; k += 2) {
+            __m256i a0 = codes32_v(t, a + k * bb, &s[2 * k], &c[2 * k]);
+            __m256i b0 = codes32_v(t, b + k * bb, &s[2 * k + 1], &c[2 * k + 1]);
+            __m256i a1 = codes32_v(t, a + (k + 1) * bb, &s[2 * k + 2], &c[2 * k + 2]);
+            __m256i b1 = codes32_v(t, b + (k + 1) * bb, &s[2 * k + 3], &c[2 * k + 3]);
+            pair_store(q + 64 * k, _mm512_inserti64x4(_mm512_castsi256_si512(a0), a1, 1),
+                       _mm512_inserti64x4(_mm512_castsi256_si512(b0), b1, 1));
+        }
+        if (k < nb) { /* an odd last block: its words interleaved one by one */
+            uint8_t ca[32], cb[32];
+            _mm256_storeu_si256((__m256i *)ca, codes32_v(t, a + k * bb, &s[2 * k], &c[2 * k]));
+            _mm256_storeu_si256((__m256i *)cb, codes32_v(t, b + k * bb, &s[2 * k + 1], &c[2 * k + 1]));
+            for (int i = 0; i < 32; i += 4) {
+                memcpy(q + 64 * k + 2 * i, ca + i, 4);
+                memcpy(q + 64 * k + 2 * i + 4, cb + i, 4);
+            }
         }
         return true;
     }

@@ -100,8 +100,8 @@ void br_qg_unpack_row(br_wtype t, const void *row, int cols, uint8_t *q, float *
 /* The same, vectorised for Q4_K, Q6_K and Q8_0 (AVX-512; bit for bit the portable one's output) */
 void br_qg_unpack_row_avx512(br_wtype t, const void *row, int cols, uint8_t *q, float *s, float *c);
 /* Two rows unpacked and interleaved for eight rows of x to a group: word k (4 codes) of row a at 8k, of
- * row b at 8k + 4; s and c of sub-block j of a at 2j, of b at 2j + 1. Q4_K, Q6_K and Q8_0; false
- * (nothing written) for the other types. */
+ * row b at 8k + 4; s and c of sub-block j of a at 2j, of b at 2j + 1. Q4_0, Q4_1, Q5_0, Q5_1, Q4_K,
+ * Q6_K and Q8_0; false (nothing written) for the other types. */
 bool br_qg_unpack_pair_avx512(br_wtype t, const void *row_a, const void *row_b, int cols, uint8_t *q, float *s,
                               float *c);
 #define BR_QG_ROWS_MAX 16 /* rows of W per pass, at most; a task takes a multiple of it */
