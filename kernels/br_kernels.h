@@ -99,6 +99,9 @@ float br_k_dot_q8x(br_wtype wt, const void *w, const void *xq, int n);
 /* --- elementwise and reductions --- */
 void br_k_rmsnorm(float *out, const float *x, const float *w, int n, float eps);
 void br_k_softmax(float *x, int n);
+/* log of the sum of e^x[i] (a row of logits), summed in double: -inf when every x[i] is -inf, NaN when
+ * one is NaN. The AVX2 form takes e^ by polynomial (relative error ~2e-7). */
+double br_k_logsumexp(const float *x, int n);
 float br_k_silu(float x);
 float br_k_softplus(float x);
 /* The same over arrays, vectorised where the ISA allows (exp and log by polynomial, a few ulp):

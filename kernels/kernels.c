@@ -401,6 +401,23 @@ void br_k_softmax(float *x, int n) {
     for (int i = 0; i < n; i++) x[i] *= inv;
 }
 
+double br_k_logsumexp(const float *x, int n) {
+    float mx = -INFINITY;
+    for (int i = 0; i < n; i++)
+        if (x[i] > mx) mx = x[i];
+    if (mx == -INFINITY) {
+        for (int i = 0; i < n; i++)
+            if (isnan(x[i])) return NAN;
+        return -INFINITY;
+    }
+    double sum = 0;
+    /* a sampled step of best-of-8 took this over 8 rows of 65536 logits: 3% of the step in libm's exp */
+    if (g_isa >= BR_ISA_AVX2) sum = br_avx2_sum_exp(x, n, mx);
+    else
+        for (int i = 0; i < n; i++) sum += exp((double)x[i] - mx);
+    return mx + log(sum);
+}
+
 float br_k_silu(float x) { return x / (1.0f + expf(-x)); }
 
 float br_k_softplus(float x) {

@@ -189,6 +189,25 @@ static inline __m256 log1p8(__m256 t) {
     return _mm256_fmadd_ps(e, _mm256_set1_ps(0.693145751953125f), r);
 }
 
+/* sum of e^(x[i] - mx) for x[i] <= mx, in double; NaN if an x[i] is NaN */
+double br_avx2_sum_exp(const float *x, int n, float mx) {
+    __m256d s0 = _mm256_setzero_pd(), s1 = _mm256_setzero_pd();
+    __m256 nan = _mm256_setzero_ps(), m = _mm256_set1_ps(mx);
+    int i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 v = _mm256_loadu_ps(x + i);
+        nan = _mm256_or_ps(nan, _mm256_cmp_ps(v, v, _CMP_UNORD_Q));
+        __m256 e = exp8(_mm256_sub_ps(v, m));
+        s0 = _mm256_add_pd(s0, _mm256_cvtps_pd(_mm256_castps256_ps128(e)));
+        s1 = _mm256_add_pd(s1, _mm256_cvtps_pd(_mm256_extractf128_ps(e, 1)));
+    }
+    double t[4], r = 0;
+    _mm256_storeu_pd(t, _mm256_add_pd(s0, s1));
+    for (int k = 0; k < 4; k++) r += t[k];
+    for (; i < n; i++) r += exp((double)x[i] - mx);
+    return _mm256_movemask_ps(nan) ? NAN : r;
+}
+
 /* x[i] = softplus(x[i] + bias[i]) = max(v, 0) + log(1 + e^-|v|) */
 void br_avx2_softplus_add(float *x, const float *bias, int n) {
     const __m256 sign = _mm256_set1_ps(-0.0f);

@@ -147,12 +147,7 @@ static double mask_lse(const search *s, float *row) {
     if (p->n_vocab_text > 0)
         for (int v = p->n_vocab_text; v < s->V; v++) row[v] = -INFINITY;
     if (p->ban_eos && p->eos >= 0 && p->eos < s->V) row[p->eos] = -INFINITY;
-    float mx = -INFINITY;
-    for (int v = 0; v < s->V; v++)
-        if (row[v] > mx) mx = row[v];
-    double sum = 0;
-    for (int v = 0; v < s->V; v++) sum += exp((double)row[v] - mx);
-    return mx + log(sum);
+    return br_k_logsumexp(row, s->V);
 }
 
 /* Samples c's next token from its logits with its own sampler (as a lone `generate` would). */
