@@ -315,12 +315,19 @@ static void matmul_quant_paths(void **state) {
     assert_int_equal(br_pool_init(&pool, 3), 0);
     const int ns[] = {1, 2, BR_K_QG8_MIN_N - 1, BR_K_QG8_MIN_N, 8, 9, BR_K_QG_MIN_N - 1, BR_K_QG_MIN_N, 16, 17, 40, 48, BR_K_MM_Q8_MAX_N,
                       BR_K_MM_Q8_MAX_N + 1, 2 * BR_K_MM_Q8_MAX_N + 3, 261};
+    /* a batch of sequences takes rows of more than QG_CHUNK_COLS (2560) columns in chunks: wide rows that
+     * split unevenly, for the batches of one pass */
+    const int ns_wide[] = {BR_K_QG8_MIN_N, 8, BR_K_QG_MIN_N, 20};
     /* 32-value types twice: 288 columns (not a multiple of 64: the small-batch kernel's transpose does
-     * not take it) and 320 */
-    for (size_t tv = 0; tv < 2 * N_TYPES; tv++) {
+     * not take it) and 320; then every type wide */
+    for (size_t tv = 0; tv < 3 * N_TYPES; tv++) {
         const tinfo *T = &k_types[tv % N_TYPES];
-        if (tv >= N_TYPES && T->block != 32) continue;
+        bool wide = tv >= 2 * N_TYPES;
+        if (tv >= N_TYPES && !wide && T->block != 32) continue;
         int cols = T->block * (T->block == 32 ? (tv < N_TYPES ? 9 : 10) : 2), rows = 37;
+        if (wide) cols = T->block == 32 ? 5440 : 5632, rows = 21;
+        const int *nsv = wide ? ns_wide : ns;
+        size_t nn = wide ? sizeof ns_wide / sizeof ns_wide[0] : sizeof ns / sizeof ns[0];
         size_t rb = (size_t)cols / T->block * T->bytes;
         uint8_t *w = malloc(rb * rows);
         fill_blocks(T, w, rows * cols / T->block, false);
@@ -328,11 +335,15 @@ static void matmul_quant_paths(void **state) {
         for (int r = 0; r < rows; r++)
             for (int c = 0; c < cols; c++)
                 wd[(size_t)r * cols + c] = ref_elem(T->t, w + r * rb + (size_t)(c / T->block) * T->bytes, c % T->block);
-        for (size_t ni = 0; ni < sizeof ns / sizeof ns[0]; ni++) {
-            int n = ns[ni];
+        for (size_t ni = 0; ni < nn; ni++) {
+            int n = nsv[ni];
             float *x = malloc((size_t)n * cols * sizeof(float)), *y = malloc((size_t)n * rows * sizeof(float));
-            float *y_ref = malloc((size_t)n * rows * sizeof(float));
+            float *y_ref = malloc((size_t)n * rows * sizeof(float)), *bmax = malloc((size_t)n * cols / 32 * sizeof(float));
             for (int i = 0; i < n * cols; i++) x[i] = rndu(-1, 1);
+            for (int b = 0; b < n * cols / 32; b++) { /* max |x| of each block of 32 */
+                bmax[b] = 0;
+                for (int k = 32 * b; k < 32 * b + 32; k++) bmax[b] = fabsf(x[k]) > bmax[b] ? fabsf(x[k]) : bmax[b];
+            }
             for (int ii = 0; ii < 3; ii++) {
                 br_k_set_isa(k_isas[ii]);
                 bool q8 = n <= BR_K_MM_Q8_MAX_N || br_k_matmul_batched(T->t, n);
@@ -358,12 +369,7 @@ static void matmul_quant_paths(void **state) {
                             double wv = wd[(size_t)r * cols + c];
                             s += wv * x[i * cols + c];
                             a += fabs(wv * x[i * cols + c]);
-                            if (q8) {
-                                float bm = 0;
-                                for (int k = c / 32 * 32; k < c / 32 * 32 + 32; k++)
-                                    if (fabsf(x[i * cols + k]) > bm) bm = fabsf(x[i * cols + k]);
-                                q += fabs(wv) * bm / 127.0 * 0.5001;
-                            }
+                            if (q8) q += fabs(wv) * bmax[(i * cols + c) / 32] / 127.0 * 0.5001;
                         }
                         double got = y[(size_t)i * rows + r];
                         if (!(fabs(got - s) <= 1e-5 * a + q + 1e-30))
@@ -374,6 +380,7 @@ static void matmul_quant_paths(void **state) {
             free(x);
             free(y);
             free(y_ref);
+            free(bmax);
         }
         free(w);
         free(wd);
