@@ -124,9 +124,10 @@ void br_k_attn_head(float *out, int ldo, const float *q, int ldq, float *const *
 /* --- Mamba pieces --- */
 /* Causal depthwise conv over a chunk: x is T x d (row stride ldx), win holds the last (k-1) inputs
  * before the chunk (k-1 x d, oldest first) and is updated to the last (k-1) inputs after it.
- * w is d x k, bias is d. out is T x d, row stride d; out = silu(conv). */
+ * w is d x k, bias is d. out is T x d, row stride d; out = silu(conv). Only channels c0 .. c1 - 1 are
+ * read and written (a pool task's share; 0, d for all). */
 void br_k_conv_silu(float *out, const float *x, int ldx, float *win, const float *w, const float *bias,
-                    int T, int d, int k);
+                    int T, int d, int k, int c0, int c1);
 /* Selective scan over T steps with state h (d x n, in/out):
  *   h[c][s] = exp(delta[t][c] * A[c][s]) * h[c][s] + delta[t][c] * B[t][s] * x[t][c]
  *   y[t][c] = sum_s h[c][s] * C[t][s] + D[c] * x[t][c]

@@ -13,11 +13,11 @@ void br_avx2_dot_rows(br_wtype wt, const void *w, size_t row_bytes, int nr, cons
 void br_avx512_dot_rows(br_wtype wt, const void *w, size_t row_bytes, int nr, const float *x, int n, int cols,
                         float *y, int ldy);
 #define BR_CONV_MAXK 16 /* longer conv kernels take the scalar path */
-double br_avx2_sum_exp(const float *x, int n, float mx);
+double br_avx2_logsumexp(const float *x, int n);
 void br_avx2_softplus_add(float *x, const float *bias, int n);
 void br_avx2_silu_gate(float *out, const float *a, const float *b, int n);
 void br_avx2_conv_silu(float *out, const float *x, int ldx, float *win, const float *w, const float *bias, int T,
-                       int d, int k);
+                       int d, int k, int c0, int c1);
 void br_avx2_scan(float *y, float *h, const float *x, const float *delta, const float *A, const float *B,
                   const float *C, int ldbc, const float *D, int T, int d, int n, int c0, int c1);
 void br_avx512_scan(float *y, float *h, const float *x, const float *delta, const float *A, const float *B,

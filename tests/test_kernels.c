@@ -556,7 +556,13 @@ static void conv_silu_whole_and_chunked(void **state) {
                 int t0 = 0;
                 for (int ci = 0; t0 < T; ci++) {
                     int len = split ? chunks[ci] : T;
-                    br_k_conv_silu(out + (size_t)t0 * D, x + (size_t)t0 * LDX, LDX, win, w, bias, len, D, k);
+                    /* split runs also take the channels in two ranges, as the pool's tasks do */
+                    if (split) {
+                        br_k_conv_silu(out + (size_t)t0 * D, x + (size_t)t0 * LDX, LDX, win, w, bias, len, D, k, 0, 8);
+                        br_k_conv_silu(out + (size_t)t0 * D, x + (size_t)t0 * LDX, LDX, win, w, bias, len, D, k, 8, D);
+                    } else {
+                        br_k_conv_silu(out + (size_t)t0 * D, x + (size_t)t0 * LDX, LDX, win, w, bias, len, D, k, 0, D);
+                    }
                     t0 += len;
                     /* the window must now hold the last k-1 inputs of history + x[0..t0), oldest first */
                     for (int j = 0; j < k - 1; j++)
