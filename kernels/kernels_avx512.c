@@ -74,9 +74,9 @@ void br_avx512_dot_rows(br_wtype wt, const void *w, size_t row_bytes, int nr, co
 }
 
 /* e^x for x <= 0, 16 lanes: exp8 of kernels_avx2.c widened (same reduction and polynomial, relative
- * error ~2e-7; below ln(FLT_MIN) it returns 0). */
+ * error ~2e-7; below -86 it returns 0, never a subnormal). */
 static inline __m512 exp16(__m512 x) {
-    const __m512 lo = _mm512_set1_ps(-87.33654475f);
+    const __m512 lo = _mm512_set1_ps(-86.0f);
     __mmask16 under = _mm512_cmp_ps_mask(x, lo, _CMP_LT_OQ);
     x = _mm512_max_ps(x, lo);
     __m512 k = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
