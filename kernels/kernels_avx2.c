@@ -136,6 +136,10 @@ void br_avx2_scan(float *y, float *h, const float *x, const float *delta, const 
     for (int c = c0; c < c1; c++) {
         float *hc = h + (size_t)c * n;
         const float *a = A + (size_t)c * n;
+        if (c + 8 < c1) { /* as br_avx512_scan does */
+            _mm_prefetch((const char *)(hc + 8 * n), _MM_HINT_T0);
+            _mm_prefetch((const char *)(a + 8 * n), _MM_HINT_T0);
+        }
         for (int t = 0; t < T; t++) {
             float dt = delta[(size_t)t * d + c], xv = x[(size_t)t * d + c];
             const float *b = B + (size_t)t * ldbc, *cc = C + (size_t)t * ldbc;

@@ -103,6 +103,12 @@ void br_avx512_scan(float *y, float *h, const float *x, const float *delta, cons
     for (int c = c0; c < c1; c++) {
         float *hc = h + (size_t)c * n;
         const float *a = A + (size_t)c * n;
+        /* a few channels ahead: in a decoding batch the states and A come from memory (the weights'
+         * stream evicts them between steps), and a channel's work alone is too short to wait for them */
+        if (c + 8 < c1) {
+            _mm_prefetch((const char *)(hc + 8 * n), _MM_HINT_T0);
+            _mm_prefetch((const char *)(a + 8 * n), _MM_HINT_T0);
+        }
         for (int t = 0; t < T; t++) {
             float dt = delta[(size_t)t * d + c], xv = x[(size_t)t * d + c];
             const float *b = B + (size_t)t * ldbc, *cc = C + (size_t)t * ldbc;

@@ -219,6 +219,32 @@ static void attention_block(br_ctx *c, const br_layer *ly, uint32_t il, int n) {
     matmul(c, c->t_out, c->att, ly->wo, n);
 }
 
+/* --- element-wise work over the rows of a step ------------------------------------ */
+
+/* o = silu(a) * b row by row, or (softplus) o = softplus(o + b) with one b for every row. A batch of
+ * sequences spreads its rows over the pool: on one thread, best-of-8 on the 3B shape spent 2-3% of a
+ * step here while the other core waited. */
+typedef struct {
+    bool softplus;
+    float *o;
+    const float *a, *b;
+    int len, ldo, lda, ldb;
+} rows_job;
+
+static void rows_task(void *ctx, int task, int n_tasks, int thread) {
+    (void)n_tasks; (void)thread;
+    const rows_job *j = ctx;
+    float *o = j->o + (size_t)task * j->ldo;
+    if (j->softplus) br_k_softplus_add(o, j->b, j->len);
+    else br_k_silu_gate(o, j->a + (size_t)task * j->lda, j->b + (size_t)task * j->ldb, j->len);
+}
+
+static void rows_run(br_ctx *c, const rows_job *j, int n) {
+    if (n >= 4) br_pool_run(c->pool, rows_task, (void *)j, n);
+    else
+        for (int t = 0; t < n; t++) rows_task((void *)j, t, n, 0);
+}
+
 /* --- Mamba ------------------------------------------------------------------------- */
 
 typedef struct {
@@ -262,7 +288,7 @@ static void mamba_block(br_ctx *c, const br_layer *ly, uint32_t il, int n) {
     }
     /* delta = softplus(dt_proj(dt) + bias) */
     matmul(c, c->delta, c->dtn, ly->ssm_dt, n);
-    for (int t = 0; t < n; t++) br_k_softplus_add(c->delta + (size_t)t * Di, ly->dt_b, Di);
+    rows_run(c, &(rows_job){true, c->delta, NULL, ly->dt_b, Di, Di, 0, 0}, n);
     /* the selective scan, each sequence from its own state, all in one pass of the pool */
     for (int si = 0; si < c->n_sl; si++) {
         const br_slice *sl = &c->sl[si];
@@ -272,8 +298,7 @@ static void mamba_block(br_ctx *c, const br_layer *ly, uint32_t il, int n) {
     }
     br_k_ssm_scan_batch(c->pool, c->scan, c->n_sl, ly->A, W, ly->D, Di, S);
     /* gate with silu(z), then out_proj */
-    for (int t = 0; t < n; t++)
-        br_k_silu_gate(c->y + (size_t)t * Di, c->xz + (size_t)t * 2 * Di + Di, c->y + (size_t)t * Di, Di);
+    rows_run(c, &(rows_job){false, c->y, c->xz + Di, c->y, Di, Di, 2 * Di, Di}, n);
     matmul(c, c->t_out, c->y, ly->ssm_out, n);
 }
 
@@ -285,7 +310,7 @@ static void ffn_dense(br_ctx *c, const br_layer *ly, int n) {
     size_t F = c->m->hp.n_ff;
     matmul(c, c->g, c->xn, ly->gate, n);
     matmul(c, c->u, c->xn, ly->up, n);
-    br_k_silu_gate(c->g, c->g, c->u, (int)((size_t)n * F)); /* SwiGLU */
+    rows_run(c, &(rows_job){false, c->g, c->g, c->u, (int)F, (int)F, (int)F, (int)F}, n); /* SwiGLU */
     matmul(c, c->t_out, c->g, ly->down, n);
 }
 
