@@ -78,6 +78,10 @@ void br_k_to_f32(br_wtype t, const void *src, float *dst, size_t n);
  * to a vector, each on two lanes against two rows of W, their weight words interleaved as W is
  * unpacked: 8 rows Q4_K 0.50 ms against 0.73 on the q8x path, Q6_K 0.68 against 0.98, Q8_0 0.52 against
  * 0.78; at 4 rows the q8x path stays ahead (0.39 against 0.45 ms). */
+/* Below this many multiply-adds a product (and a scan below a quarter of it) runs on the calling thread
+ * alone: the bundled model's products (74-786 thousand) decoded 2.6 times slower on two threads than on
+ * one, the pool's wake-ups costing more than the work they split. */
+#define BR_K_POOL_MIN_MACS ((size_t)1 << 20)
 #define BR_K_QG_MIN_N 12
 #define BR_K_QG8_MIN_N 5
 bool br_k_matmul_batched(br_wtype wt, int n);

@@ -341,8 +341,9 @@ void br_k_matmul(br_pool *pool, float *y, const float *x, const void *w, br_wtyp
                 NULL, 0, NULL, 0};
     int nt = br_pool_size(pool);
     if (br_k_matmul_batched(wt, n) && mm_qg(&j)) return;
-    /* Several tasks per thread so a slow core does not hold the others up. */
-    int tasks = nt * 4;
+    /* Several tasks per thread so a slow core does not hold the others up; a product too small to pay
+     * for waking the pool runs on the caller alone */
+    int tasks = (size_t)n * rows * cols < BR_K_POOL_MIN_MACS ? 1 : nt * 4;
     /* Quantized W: up to BR_K_MM_Q8_MAX_N rows of x (br_kernels.h), q8x dot products (W read once for
      * all rows) beat decoding tiles of W for sgemm. Measured on one thread, 2048x2560, VNNI: at 64 rows
      * Q4_K 5.4 ms against 6.2, Q8_0 6.0 against 6.3, Q6_K 7.2 against 9.8; at 24 rows 2.1 against 3.9 ms
@@ -517,7 +518,7 @@ void br_k_ssm_scan_batch(br_pool *pool, const br_scan_part *parts, int n_parts, 
                          const float *D, int d, int n) {
     /* about four tasks per thread in all, each a range of one sequence's channels, in one pool run:
      * a step of many one-token sequences then costs one wake-up of the threads, not one per sequence */
-    int want = br_pool_size(pool) * 4;
+    int want = (size_t)n_parts * d * n < BR_K_POOL_MIN_MACS / 4 ? 1 : br_pool_size(pool) * 4;
     int chunks = (want + n_parts - 1) / n_parts;
     if (chunks > d) chunks = d;
     scan_batch bt = {parts, A, D, ldbc, d, n, 0, (d + chunks - 1) / chunks};

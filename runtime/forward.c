@@ -240,7 +240,7 @@ static void rows_task(void *ctx, int task, int n_tasks, int thread) {
 }
 
 static void rows_run(br_ctx *c, const rows_job *j, int n) {
-    if (n >= 4) br_pool_run(c->pool, rows_task, (void *)j, n);
+    if (n >= 4 && (size_t)n * j->len >= BR_K_POOL_MIN_MACS / 32) br_pool_run(c->pool, rows_task, (void *)j, n);
     else
         for (int t = 0; t < n; t++) rows_task((void *)j, t, n, 0);
 }
@@ -276,7 +276,7 @@ static void mamba_block(br_ctx *c, const br_layer *ly, uint32_t il, int n) {
     matmul(c, c->xz, c->xn, ly->ssm_in, n);
     /* the causal conv, each sequence along its own window, its channels split over the pool (a batch of
      * 8 sequences spent 2% of a step in it on one thread) */
-    conv_job cj = {c, ly, il, br_pool_size(c->pool)};
+    conv_job cj = {c, ly, il, (size_t)n * Di * hp->d_conv < BR_K_POOL_MIN_MACS / 4 ? 1 : br_pool_size(c->pool)};
     br_pool_run(c->pool, conv_task, &cj, c->n_sl * cj.parts);
     /* x_proj -> (dt, B, C), each RMS-normed as Jamba does */
     matmul(c, c->dbc, c->xc, ly->ssm_x, n);
