@@ -79,9 +79,10 @@ void br_k_to_f32(br_wtype t, const void *src, float *dst, size_t n);
  * unpacked: 8 rows Q4_K 0.50 ms against 0.73 on the q8x path, Q6_K 0.68 against 0.98, Q8_0 0.52 against
  * 0.78; at 4 rows the q8x path stays ahead (0.39 against 0.45 ms). */
 /* Below this many multiply-adds a product (and a scan below a quarter of it) runs on the calling thread
- * alone: the bundled model's products (74-786 thousand) decoded 2.6 times slower on two threads than on
- * one, the pool's wake-ups costing more than the work they split. */
-#define BR_K_POOL_MIN_MACS ((size_t)1 << 20)
+ * alone: the bundled model's products (74-786 thousand) decoded 2.3 times slower on two threads than on
+ * one, the pool's wake-ups costing more than the work they split. At 2^20 the 3B shape's x_proj and
+ * dt_proj (0.8-1 million, a megabyte of weights to read) ran on one thread too; 2^18 keeps them split. */
+#define BR_K_POOL_MIN_MACS ((size_t)1 << 18)
 #define BR_K_QG_MIN_N 12
 #define BR_K_QG8_MIN_N 5
 bool br_k_matmul_batched(br_wtype wt, int n);
