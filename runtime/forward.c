@@ -304,8 +304,6 @@ static void mamba_block(br_ctx *c, const br_layer *ly, uint32_t il, int n) {
 
 /* --- feed-forward ------------------------------------------------------------------- */
 
-
-
 static void ffn_dense(br_ctx *c, const br_layer *ly, int n) {
     size_t F = c->m->hp.n_ff;
     matmul(c, c->g, c->xn, ly->gate, n);
