@@ -118,11 +118,16 @@ void br_qg_unpack_row_avx512(br_wtype t, const void *row, int cols, uint8_t *q, 
 /* Two rows of W unpacked as br_qg_unpack_row_avx512 would, then interleaved for eight rows of x
  * (P = 2): word k of row a at 8k, of row b at 8k + 4; sub-block j's s and c of a at 2j, of b at 2j + 1.
  * In one pass, 64 codes of each row to a vector; false for the types without one here (Q5_K, Q8_K). */
-static inline void pair_store(uint8_t *q, __m512i va, __m512i vb) {
+/* 16 32-bit elements (code words or float scales) of a and of b to dst as a0 b0 a1 b1 ... (128 bytes) */
+static inline void pair_store(void *dst, __m512i va, __m512i vb) {
     const __m512i lo = _mm512_set_epi32(23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
     const __m512i hi = _mm512_add_epi32(lo, _mm512_set1_epi32(8));
-    _mm512_storeu_si512(q, _mm512_permutex2var_epi32(va, lo, vb));
-    _mm512_storeu_si512(q + 64, _mm512_permutex2var_epi32(va, hi, vb));
+    _mm512_storeu_si512(dst, _mm512_permutex2var_epi32(va, lo, vb));
+    _mm512_storeu_si512((uint8_t *)dst + 64, _mm512_permutex2var_epi32(va, hi, vb));
+}
+
+static inline void pair_store_ps(float *dst, __m512 a, __m512 b) {
+    pair_store(dst, _mm512_castps_si512(a), _mm512_castps_si512(b));
 }
 
 /* eight floats of a and eight of b as a0 b0 a1 b1 ... */
@@ -178,8 +183,6 @@ bool br_qg_unpack_pair_avx512(br_wtype t, const void *row_a, const void *row_b, 
     case BR_W_Q6_K: {
         const __m512i m4 = _mm512_set1_epi8(15), m3 = _mm512_set1_epi8(3);
         const __m512i sh01 = _mm512_set_epi64(2, 2, 2, 2, 0, 0, 0, 0), sh23 = _mm512_set_epi64(6, 6, 6, 6, 4, 4, 4, 4);
-        const __m512i lo = _mm512_set_epi32(23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
-        const __m512i hi = _mm512_add_epi32(lo, _mm512_set1_epi32(8));
         const br_blk_q6_k *ab[2] = {row_a, row_b};
         for (int k = 0; k < cols / 256; k++) {
             for (int half = 0; half < 2; half++) {
@@ -201,11 +204,8 @@ bool br_qg_unpack_pair_avx512(br_wtype t, const void *row_a, const void *row_b, 
             for (int u = 0; u < 2; u++)
                 sv[u] = _mm512_mul_ps(_mm512_set1_ps(_cvtsh_ss(ab[u][k].d)), _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(
                                                                               _mm_loadu_si128((const __m128i *)ab[u][k].scales))));
-            __m512 s0 = _mm512_permutex2var_ps(sv[0], lo, sv[1]), s1 = _mm512_permutex2var_ps(sv[0], hi, sv[1]);
-            _mm512_storeu_ps(s + 32 * k, s0);
-            _mm512_storeu_ps(s + 32 * k + 16, s1);
-            _mm512_storeu_ps(c + 32 * k, _mm512_mul_ps(s0, _mm512_set1_ps(32)));
-            _mm512_storeu_ps(c + 32 * k + 16, _mm512_mul_ps(s1, _mm512_set1_ps(32)));
+            pair_store_ps(s + 32 * k, sv[0], sv[1]);
+            pair_store_ps(c + 32 * k, _mm512_mul_ps(sv[0], _mm512_set1_ps(32)), _mm512_mul_ps(sv[1], _mm512_set1_ps(32)));
         }
         return true;
     }
@@ -365,26 +365,16 @@ static inline __attribute__((always_inline)) void qg_pass(const qg_w *w, int col
 /* Rows a and b of unpacked codes and scales interleaved word by word (4 codes) and scale by scale. */
 static void qg_interleave(const uint8_t *qa, const uint8_t *qb, const float *sa, const float *sb_, const float *ca,
                           const float *cb, int cols, int nsb, uint8_t *q, float *s, float *c) {
-    const __m512i lo = _mm512_set_epi32(23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
-    const __m512i hi = _mm512_add_epi32(lo, _mm512_set1_epi32(8));
     int k = 0;
-    for (; k + 64 <= cols; k += 64) {
-        __m512i va = _mm512_loadu_si512(qa + k), vb = _mm512_loadu_si512(qb + k);
-        _mm512_storeu_si512(q + 2 * k, _mm512_permutex2var_epi32(va, lo, vb));
-        _mm512_storeu_si512(q + 2 * k + 64, _mm512_permutex2var_epi32(va, hi, vb));
-    }
+    for (; k + 64 <= cols; k += 64) pair_store(q + 2 * k, _mm512_loadu_si512(qa + k), _mm512_loadu_si512(qb + k));
     for (; k < cols; k += 4) {
         memcpy(q + 2 * k, qa + k, 4);
         memcpy(q + 2 * k + 4, qb + k, 4);
     }
     int j = 0;
     for (; j + 16 <= nsb; j += 16) {
-        __m512 a = _mm512_loadu_ps(sa + j), b = _mm512_loadu_ps(sb_ + j);
-        _mm512_storeu_ps(s + 2 * j, _mm512_permutex2var_ps(a, lo, b));
-        _mm512_storeu_ps(s + 2 * j + 16, _mm512_permutex2var_ps(a, hi, b));
-        a = _mm512_loadu_ps(ca + j), b = _mm512_loadu_ps(cb + j);
-        _mm512_storeu_ps(c + 2 * j, _mm512_permutex2var_ps(a, lo, b));
-        _mm512_storeu_ps(c + 2 * j + 16, _mm512_permutex2var_ps(a, hi, b));
+        pair_store_ps(s + 2 * j, _mm512_loadu_ps(sa + j), _mm512_loadu_ps(sb_ + j));
+        pair_store_ps(c + 2 * j, _mm512_loadu_ps(ca + j), _mm512_loadu_ps(cb + j));
     }
     for (; j < nsb; j++) {
         s[2 * j] = sa[j], s[2 * j + 1] = sb_[j];
