@@ -1,10 +1,13 @@
 #!/usr/bin/env python3
 # braid chat driven through a real pseudo-terminal (and piped): streaming, Ctrl-C within 200 ms, a storm of
 # Ctrl-C, the terminal restored, /save + /load, /regen and /undo costs, a 20-column terminal with UTF-8.
-import fcntl, os, pty, random, re, select, signal, struct, subprocess, sys, tempfile, termios, time
+import atexit, fcntl, os, pty, random, re, select, shutil, signal, struct, subprocess, sys, tempfile, termios, time
 
 BRAID, MODEL = sys.argv[1], sys.argv[2]
 TMP = tempfile.mkdtemp(prefix="braid_chat_")
+# removed when the test ends, by the parent only (a pty child that fails to exec must not take it away)
+_parent = os.getpid()
+atexit.register(lambda: os.getpid() == _parent and shutil.rmtree(TMP, ignore_errors=True))
 failures = []
 
 
