@@ -115,6 +115,58 @@ static void sift_down(cand *h, int m, int i) {
     }
 }
 
+/* The k-th largest of a[0..n) (k from 1), a has no NaN and is reordered: Hoare's selection. */
+static float kth_largest(float *a, int n, int k) {
+    int lo = 0, hi = n - 1, want = k - 1;
+    while (lo < hi) {
+        float p = a[lo + (hi - lo) / 2];
+        int i = lo, j = hi;
+        while (i <= j) {
+            while (a[i] > p) i++;
+            while (a[j] < p) j--;
+            if (i <= j) {
+                float t = a[i];
+                a[i++] = a[j];
+                a[j--] = t;
+            }
+        }
+        if (want <= j) hi = j;
+        else if (want >= i) lo = i;
+        else break;
+    }
+    return a[want];
+}
+
+/* A floor under the m best logits, from the maxima of blocks of 16: the m-th largest block maximum.
+ * m blocks reach it, so at least m logits are >= it and nothing below it is among the best m; the
+ * scan then only looks at blocks whose maximum reaches it. -inf when it cannot help (fewer blocks
+ * than m, or a floor of -inf, where NaN and -inf logits would have to be ordered by id too).
+ * A top-k of 40 over 4096 tokens read each logit with a compare and a heap test, and sifted the heap
+ * every time a better token came along in id order: 15 us a token, a tenth of a best-of-8 step. */
+#define BLOCK 16
+static float top_floor(br_sampler *s, const float *logits, int m) {
+    int n = s->n_vocab, nb = (n + BLOCK - 1) / BLOCK;
+    if (nb < m || 2 * nb > n) return -INFINITY;
+    float *bm = s->pv, *sel = s->pv + nb; /* pv is free until the caller fills it after this */
+    for (int b = 0; b < nb; b++) {
+        const float *x = logits + (size_t)b * BLOCK;
+        int len = n - b * BLOCK < BLOCK ? n - b * BLOCK : BLOCK;
+        float m0 = -INFINITY, m1 = -INFINITY, m2 = -INFINITY, m3 = -INFINITY; /* four chains, NaN never wins */
+        int i = 0;
+        for (; i + 4 <= len; i += 4) {
+            m0 = x[i] > m0 ? x[i] : m0;
+            m1 = x[i + 1] > m1 ? x[i + 1] : m1;
+            m2 = x[i + 2] > m2 ? x[i + 2] : m2;
+            m3 = x[i + 3] > m3 ? x[i + 3] : m3;
+        }
+        for (; i < len; i++) m0 = x[i] > m0 ? x[i] : m0;
+        m0 = m1 > m0 ? m1 : m0;
+        m2 = m3 > m2 ? m3 : m2;
+        bm[b] = sel[b] = m2 > m0 ? m2 : m0;
+    }
+    return kth_largest(sel, nb, m);
+}
+
 /* Puts the next up to m tokens in the order after c[have-1] (from the best when have is 0) into
  * c[have..], sorted, and returns the new count: one pass over the vocabulary with a heap of m, so
  * a top-k of 40 over 65k tokens costs a compare per token rather than a sort of all of them. */
@@ -140,18 +192,24 @@ static int next_chunk(br_sampler *s, const float *logits, int have, int m) {
         return nh < have + m ? nh : have + m;
     }
     cand *h = s->c + have;
-    float ll = have ? s->c[have - 1].logit : 0;
+    float ll = have ? s->c[have - 1].logit : 0, floor = have ? -INFINITY : top_floor(s, logits, m);
     int32_t li = have ? s->c[have - 1].id : -1;
-    for (int i = 0; i < n; i++) {
-        float l = logits[i] == logits[i] ? logits[i] : -INFINITY;
-        if (have && !before(ll, li, l, i)) continue; /* already among the first `have` */
-        if (k < m) {
-            h[k] = (cand){l, 0, i};
-            if (++k == m)
-                for (int j = m / 2 - 1; j >= 0; j--) sift_down(h, m, j);
-        } else if (before(l, i, h[0].logit, h[0].id)) {
-            h[0] = (cand){l, 0, i};
-            sift_down(h, m, 0);
+    bool cut = floor > -INFINITY;
+    for (int b0 = 0; b0 < n; b0 += BLOCK) {
+        if (cut && !(s->pv[b0 / BLOCK] >= floor)) continue; /* the whole block is below the floor */
+        int end = n - b0 < BLOCK ? n : b0 + BLOCK;
+        for (int i = b0; i < end; i++) {
+            if (cut && !(logits[i] >= floor)) continue;
+            float l = logits[i] == logits[i] ? logits[i] : -INFINITY;
+            if (have && !before(ll, li, l, i)) continue; /* already among the first `have` */
+            if (k < m) {
+                h[k] = (cand){l, 0, i};
+                if (++k == m)
+                    for (int j = m / 2 - 1; j >= 0; j--) sift_down(h, m, j);
+            } else if (before(l, i, h[0].logit, h[0].id)) {
+                h[0] = (cand){l, 0, i};
+                sift_down(h, m, 0);
+            }
         }
     }
     if (k < m)
