@@ -76,7 +76,7 @@ typedef struct br_gguf_tensor {
 typedef struct br_gguf {
     const uint8_t *base;  /* the whole file */
     size_t size;
-    bool mapped;          /* base came from mmap (else the caller owns it) */
+    bool mapped;          /* base came from mmap, of the file or read into (else the caller owns it) */
     uint32_t version;
     uint64_t n_kv;
     br_gguf_kv *kv;
@@ -88,6 +88,8 @@ typedef struct br_gguf {
 
 /* Maps and parses path. On failure g is left freed and err says why (naming the key or tensor). */
 br_status br_gguf_open(br_gguf *g, const char *path, br_err *err);
+/* The same; with read_in the file is read into anonymous memory instead of mapped (--no-mmap). */
+br_status br_gguf_open_opts(br_gguf *g, const char *path, bool read_in, br_err *err);
 /* Parses a buffer the caller keeps alive for the life of g (used by tests and by the fuzz check). */
 br_status br_gguf_parse(br_gguf *g, const void *data, size_t size, br_err *err);
 void br_gguf_free(br_gguf *g);

@@ -186,15 +186,17 @@ static br_status read_hparams(br_model *m, br_err *err, uint32_t **kv_heads) {
     return BR_OK;
 }
 
-br_status br_model_load(br_model *m, const char *path, br_err *err) {
+br_status br_model_load_opts(br_model *m, const char *path, bool no_mmap, br_err *err) {
     br_gguf g;
     memset(m, 0, sizeof *m);
-    br_status st = br_gguf_open(&g, path, err);
+    br_status st = br_gguf_open_opts(&g, path, no_mmap, err);
     if (st) return st;
     st = br_model_from_gguf(m, &g, err);
     if (st) br_err_prefix(err, path);
     return st;
 }
+
+br_status br_model_load(br_model *m, const char *path, br_err *err) { return br_model_load_opts(m, path, false, err); }
 
 /* The code of the error already recorded (a loader step may fail as unsupported, not malformed). */
 static br_status fail_code(const loader *L) { return L->err && L->err->code ? L->err->code : BR_EFORMAT; }

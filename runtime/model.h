@@ -67,6 +67,8 @@ typedef struct br_model {
 } br_model;
 
 br_status br_model_load(br_model *m, const char *path, br_err *err);
+/* no_mmap: the weights are read into memory instead of mapped from the file (br_gguf_open_opts) */
+br_status br_model_load_opts(br_model *m, const char *path, bool no_mmap, br_err *err);
 /* Builds the model from an already-open file; takes ownership of g on success and failure. */
 br_status br_model_from_gguf(br_model *m, br_gguf *g, br_err *err);
 void br_model_free(br_model *m);

@@ -37,6 +37,9 @@ expect 0 "" -- "$BRAID" generate -m "$M" --tokens 1,2,3 -n 8 --temp 0.9 --seed 5
 s1=$(cat "$WORK/out")
 expect 0 "" -- "$BRAID" generate -m "$M" --tokens 1,2,3 -n 8 --temp 0.9 --seed 5
 [[ "$(cat "$WORK/out")" == "$s1" ]] && ok || bad "same seed, different output"
+expect 0 "" -- "$BRAID" generate -m "$M" --tokens 1,2,3 -n 8 --temp 0.9 --seed 5 --no-mmap
+[[ "$(cat "$WORK/out")" == "$s1" ]] && ok || bad "--no-mmap changes the output"
+expect 1 "cannot open" -- "$BRAID" generate -m "$WORK/missing.gguf" --tokens 1 --no-mmap
 
 # usage errors: exit 2
 expect 2 "unknown command" -- "$BRAID" frobnicate

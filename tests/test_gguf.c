@@ -305,6 +305,46 @@ static void hostile_counts_and_sizes(void **s) {
     free(b);
 }
 
+/* --no-mmap: the file read into memory is the file mapped, byte for byte, small (under 4 MiB, no
+ * alignment games) and large (2 MiB-aligned anonymous memory) */
+static void read_in_equals_mapped(void **s) {
+    (void)s;
+    static const uint64_t sizes[] = {1000, 1536 * 1024 + 17}; /* floats: 4 KB and 6 MiB of data */
+    for (int k = 0; k < 2; k++) {
+        br_gguf_writer *w;
+        br_err err = {0};
+        const char *path = tmp_path("readin.gguf");
+        assert_int_equal(br_gguf_writer_init(&w, path, &err), BR_OK);
+        br_gguf_w_str(w, "general.name", "read-in");
+        uint64_t ne[1] = {sizes[k]};
+        br_gguf_w_tensor(w, "t.big", BR_DT_F32, 1, ne);
+        assert_int_equal(br_gguf_w_begin_data(w, &err), BR_OK);
+        float *d = malloc(sizes[k] * sizeof *d);
+        assert_non_null(d);
+        for (uint64_t i = 0; i < sizes[k]; i++) d[i] = (float)((i * 2654435761u) % 1000003) - 5e5f;
+        assert_int_equal(br_gguf_w_data(w, d, sizes[k] * sizeof *d, &err), BR_OK);
+        assert_int_equal(br_gguf_w_finish(w, &err), BR_OK);
+        br_gguf_writer_free(w);
+        br_gguf a, b;
+        assert_int_equal(br_gguf_open(&a, path, &err), BR_OK);
+        assert_int_equal(br_gguf_open_opts(&b, path, true, &err), BR_OK);
+        assert_int_equal(a.size, b.size);
+        assert_true(a.base != b.base);
+        assert_memory_equal(a.base, b.base, a.size);
+        const br_gguf_tensor *t = br_gguf_find_tensor(&b, "t.big");
+        assert_non_null(t);
+        assert_memory_equal(t->data, d, sizes[k] * sizeof *d);
+        if (k) assert_int_equal((uintptr_t)b.base % (2 << 20), 0);
+        br_gguf_free(&a);
+        br_gguf_free(&b);
+        free(d);
+    }
+    br_gguf g;
+    br_err err = {0};
+    assert_int_equal(br_gguf_open_opts(&g, tmp_path("does-not-exist.gguf"), true, &err), BR_EIO);
+    assert_non_null(strstr(err.msg, "does-not-exist.gguf"));
+}
+
 static void missing_file_and_directory(void **s) {
     (void)s;
     br_gguf g;
@@ -391,7 +431,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(roundtrip_all_value_types), cmocka_unit_test(synth_model_loads_and_runs),
         cmocka_unit_test(truncated_everywhere),     cmocka_unit_test(corrupted_bytes),
-        cmocka_unit_test(hostile_counts_and_sizes), cmocka_unit_test(missing_file_and_directory),
+        cmocka_unit_test(hostile_counts_and_sizes), cmocka_unit_test(missing_file_and_directory), cmocka_unit_test(read_in_equals_mapped),
         cmocka_unit_test(context_and_token_limits), cmocka_unit_test(kv_cache_grows_in_blocks),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);

@@ -1,6 +1,7 @@
 /* Option parsing and error printing shared by braid's subcommands, and the one table of options.
  * Numbers are parsed strictly: "12x" or an out-of-range value is a usage error, not a surprise. */
 #include "cli.h"
+#include "model.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -161,6 +162,9 @@ static const cli_opt opts[CLI_N_OPTS] = {
                         "tokens evaluated per step while reading the prompt", NULL, false},
     [CLI_THREADS] = {{"-t", "--threads"}, CLI_INT, "N", 1, 1024, "a thread count from 1 to 1024", NULL,
                      "threads (default: one per core)", NULL, false},
+    [CLI_NO_MMAP] = {{"--no-mmap"}, CLI_FLAG, NULL, 0, 0, NULL, NULL,
+                     "read the weights into memory instead of mapping the file (faster decode where the page "
+                     "cache is slow, as on some virtual machines; not shared between processes)", NULL, false},
     [CLI_SEED] = {{"-s", "--seed"}, CLI_INT, "N", -1, (double)LONG_MAX, "a whole number >= -1", "-1",
                   "sampling seed; -1 takes one from the clock and prints it", NULL, false},
     [CLI_TEMP] = {{"--temp"}, CLI_FLOAT, "T", 0, 100, "a temperature from 0 to 100", "0.8",
@@ -496,6 +500,10 @@ uint64_t cli_clock_seed(void) {
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     return ((uint64_t)ts.tv_sec * 1000003u ^ (uint64_t)ts.tv_nsec) & 0xffffffffu;
+}
+
+int cli_load_model(const cli_args *a, const char *path, br_model *m, br_err *err) {
+    return br_model_load_opts(m, path, a->given[CLI_NO_MMAP], err);
 }
 
 int cli_threads(const char *cmd, const cli_args *a) {

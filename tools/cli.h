@@ -10,6 +10,9 @@
 
 #include "sample.h"
 
+struct br_model;
+struct br_err;
+
 #define EXIT_USAGE 2
 
 /* Prints "braid CMD: error: ..." on one line to stderr; returns 1. */
@@ -42,7 +45,7 @@ const char *cli_value(const char *cmd, int argc, char **argv, int *i);
  * options it takes (a cli_use array, ending with CLI_END), each with its own default or help only
  * where its meaning differs; parsing, defaults and --help all come from that list. */
 typedef enum {
-    CLI_MODEL, CLI_PROMPT, CLI_FILE, CLI_TOKENS, CLI_N_PREDICT, CLI_CTX_SIZE, CLI_BATCH_SIZE, CLI_THREADS,
+    CLI_MODEL, CLI_PROMPT, CLI_FILE, CLI_TOKENS, CLI_N_PREDICT, CLI_CTX_SIZE, CLI_BATCH_SIZE, CLI_THREADS, CLI_NO_MMAP,
     CLI_SEED, CLI_TEMP, CLI_TOP_K, CLI_TOP_P, CLI_MIN_P, CLI_REPEAT_PENALTY, CLI_REPEAT_LAST_N, CLI_IGNORE_EOS,
     CLI_REVERSE_PROMPT, CLI_NO_DISPLAY_PROMPT, CLI_COLOR, CLI_LOG_DISABLE, CLI_NO_CNV, CLI_N_GPU_LAYERS,
     CLI_NO_BOS, CLI_IDS,
@@ -109,6 +112,8 @@ int cli_parse(const cli_cmd *cmd, int argc, char **argv, cli_args *a);
 void cli_help(const cli_cmd *cmd, FILE *f);
 /* The first name of an option ("-m"), for messages. */
 const char *cli_opt_name(cli_opt_id id);
+/* br_model_load with --no-mmap as given; non-zero (err set) on failure. */
+int cli_load_model(const cli_args *a, const char *path, struct br_model *m, struct br_err *err);
 /* -t as given, clamped to the online CPUs with a one-line warning; 0 when not given (one per CPU). */
 int cli_threads(const char *cmd, const cli_args *a);
 /* The sampler settings of the sampling options (--temp ... --frequency-penalty) as parsed, the seed from

@@ -14,7 +14,7 @@ static const cli_use uses[] = {
     {CLI_NPP, NULL, NULL},
     {CLI_NTG, NULL, NULL},
     {CLI_NPL, NULL, NULL},
-    {CLI_THREADS, NULL, NULL},
+    {CLI_THREADS, NULL, NULL}, {CLI_NO_MMAP, NULL, NULL},
     {CLI_BATCH_SIZE, "512", "tokens per step while reading the prompt"},
     {CLI_ROLLBACK, NULL, NULL},
     {CLI_FORKS, NULL, NULL},
@@ -221,7 +221,7 @@ int cmd_batched_bench(int argc, char **argv) {
     if (forks > npl_max) npl_max = forks;
     br_model m;
     br_err err = {0};
-    if (br_model_load(&m, a.str[CLI_MODEL], &err)) {
+    if (cli_load_model(&a, a.str[CLI_MODEL], &m, &err)) {
         free(npl);
         return cli_fail("batched-bench", "%s", err.msg);
     }

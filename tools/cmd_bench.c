@@ -15,7 +15,7 @@
 
 static const cli_use uses[] = {
     {CLI_MODEL, NULL, NULL}, {CLI_N_PROMPT, NULL, NULL}, {CLI_N_PREDICT, "128", "generated tokens per decode test (0: none)"},
-    {CLI_THREADS, NULL, NULL}, {CLI_REPS, NULL, NULL}, {CLI_OUTPUT, NULL, NULL}, {CLI_ROOFLINE, NULL, NULL},
+    {CLI_THREADS, NULL, NULL}, {CLI_NO_MMAP, NULL, NULL}, {CLI_REPS, NULL, NULL}, {CLI_OUTPUT, NULL, NULL}, {CLI_ROOFLINE, NULL, NULL},
     {CLI_END, NULL, NULL},
 };
 static const cli_cmd bench_cmd = {
@@ -154,7 +154,7 @@ int cmd_bench(int argc, char **argv) {
     int threads = cli_threads("bench", &a);
     br_model m;
     br_err err = {0};
-    if (br_model_load(&m, path, &err)) return cli_fail("bench", "%s", err.msg);
+    if (cli_load_model(&a, path, &m, &err)) return cli_fail("bench", "%s", err.msg);
     br_ctx_params cp = br_ctx_default_params();
     cp.n_batch = np > 0 ? np : 1;
     cp.n_threads = threads;

@@ -35,7 +35,7 @@ static const cli_use uses[] = {
     {CLI_CTX_SIZE, NULL, "context limit of the conversation in tokens, k = 1024 (0: the model's training context)"},
     {CLI_ATTN_WINDOW, NULL, NULL},
     {CLI_BATCH_SIZE, "64", "tokens evaluated per step while reading a turn"},
-    {CLI_THREADS, NULL, NULL},
+    {CLI_THREADS, NULL, NULL}, {CLI_NO_MMAP, NULL, NULL},
     {CLI_SEED, NULL, NULL},
     {CLI_TEMP, NULL, NULL},
     {CLI_TOP_K, NULL, NULL},
@@ -993,7 +993,7 @@ int cmd_chat(int argc, char **argv) {
     int rc = 1;
     br_err err = {0};
     bool loaded = false;
-    if (br_model_load(&c->m, a.str[CLI_MODEL], &err)) { cli_fail("chat", "%s", err.msg); goto done; }
+    if (cli_load_model(&a, a.str[CLI_MODEL], &c->m, &err)) { cli_fail("chat", "%s", err.msg); goto done; }
     loaded = true;
     if (!br_gguf_find(&c->m.file, "tokenizer.ggml.model")) { cli_fail("chat", "%s has no tokenizer", a.str[CLI_MODEL]); goto done; }
     if (br_tok_load_gguf(&c->tok, &c->m.file, &err)) { cli_fail("chat", "%s", err.msg); goto done; }

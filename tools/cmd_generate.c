@@ -23,7 +23,7 @@ static const cli_use uses[] = {
     {CLI_N_PREDICT, NULL, NULL},
     {CLI_CTX_SIZE, NULL, "context limit, k = 1024 (0: the model's training context); the KV cache grows as used"},
     {CLI_BATCH_SIZE, "64", NULL},
-    {CLI_THREADS, NULL, NULL},
+    {CLI_THREADS, NULL, NULL}, {CLI_NO_MMAP, NULL, NULL},
     {CLI_SEED, NULL, NULL},
     {CLI_TEMP, NULL, NULL},
     {CLI_TOP_K, NULL, NULL},
@@ -119,7 +119,7 @@ int cmd_generate(int argc, char **argv) {
         /* as llama.cpp does: an editor's final newline is not part of the prompt */
         if (len && text[len - 1] == '\n') text[--len] = 0;
     }
-    if (br_model_load(&m, model_path, &err)) {
+    if (cli_load_model(&a, model_path, &m, &err)) {
         free(text);
         return cli_fail("generate", "%s", err.msg);
     }

@@ -19,7 +19,7 @@ static const cli_use uses[] = {
     {CLI_FILE, NULL, "the text to score (or give it as the one argument); '-': standard input"},
     {CLI_CTX_SIZE, "512", "window length in tokens, BOS included (0: the model's training context)"},
     {CLI_BATCH_SIZE, "512", "tokens evaluated per step; bounds the logits buffer"},
-    {CLI_THREADS, NULL, NULL},
+    {CLI_THREADS, NULL, NULL}, {CLI_NO_MMAP, NULL, NULL},
     {CLI_PPL_ALL, NULL, "score every token of each window (braid's first method) instead of the second half"},
     {CLI_LOG_DISABLE, NULL, NULL},
     {CLI_END, NULL, NULL},
@@ -81,7 +81,7 @@ int cmd_perplexity(int argc, char **argv) {
     int32_t *ids = NULL, *buf = NULL;
     size_t n_ids = 0;
     float *logits = NULL;
-    if (br_model_load(&m, model_path, &err)) {
+    if (cli_load_model(&a, model_path, &m, &err)) {
         free(text);
         return cli_fail("perplexity", "%s", err.msg);
     }

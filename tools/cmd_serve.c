@@ -29,7 +29,7 @@ static const cli_use uses[] = {
     {CLI_PARALLEL, NULL, NULL},
     {CLI_CTX_SIZE, NULL, "context per slot, k = 1024 (0: the model's training context)"},
     {CLI_BATCH_SIZE, NULL, "rows per forward step: prompt chunks and every slot's next token together"},
-    {CLI_THREADS, NULL, NULL},
+    {CLI_THREADS, NULL, NULL}, {CLI_NO_MMAP, NULL, NULL},
     {CLI_API_KEY, NULL, NULL},
     {CLI_CACHE_RAM, NULL, NULL},
     {CLI_TIMEOUT, NULL, NULL},
@@ -789,7 +789,7 @@ int cmd_serve(int argc, char **argv) {
     s.api_key = a.str[CLI_API_KEY];
     if (s.api_key && !*s.api_key) return cli_usage_error("serve", "--api-key wants a non-empty key");
     br_err err = {0};
-    if (br_model_load(&s.m, model_path, &err)) return cli_fail("serve", "%s", err.msg);
+    if (cli_load_model(&a, model_path, &s.m, &err)) return cli_fail("serve", "%s", err.msg);
     int rc = 1;
     if (!br_gguf_find(&s.m.file, "tokenizer.ggml.model")) { cli_fail("serve", "%s has no tokenizer", model_path); goto out; }
     if (br_tok_load_gguf(&s.tok, &s.m.file, &err) || br_tmpl_init_gguf(&s.tmpl, &s.m.file, s.tok, NULL, &err)) {

@@ -34,7 +34,7 @@ static const cli_use uses[] = {
     {CLI_LOSSY, NULL, NULL},
     {CLI_QUIET, NULL, NULL},
     {CLI_BATCH_SIZE, NULL, "tokens evaluated per step while reading the document"},
-    {CLI_THREADS, NULL, NULL},
+    {CLI_THREADS, NULL, NULL}, {CLI_NO_MMAP, NULL, NULL},
     {CLI_SEED, NULL, NULL},
     {CLI_TEMP, "0", "temperature; 0 is greedy, the default here: a summary should be repeatable"},
     {CLI_TOP_K, NULL, NULL},
@@ -260,7 +260,7 @@ int cmd_summarize(int argc, char **argv) {
     int32_t *head = NULL, *tail = NULL, *stop_ids = NULL;
     struct sigaction old_int;
     bool handler = false;
-    if (br_model_load(&m, model_path, &err)) { cli_fail("summarize", "%s", err.msg); goto done; }
+    if (cli_load_model(&a, model_path, &m, &err)) { cli_fail("summarize", "%s", err.msg); goto done; }
     have_model = true;
     if (!br_gguf_find(&m.file, "tokenizer.ggml.model")) {
         cli_fail("summarize", "%s has no tokenizer: a document cannot be read with it", model_path);
