@@ -112,7 +112,7 @@ int cli_parse(const cli_cmd *cmd, int argc, char **argv, cli_args *a);
 void cli_help(const cli_cmd *cmd, FILE *f);
 /* The first name of an option ("-m"), for messages. */
 const char *cli_opt_name(cli_opt_id id);
-/* br_model_load with --no-mmap as given; non-zero (err set) on failure. */
+/* br_model_load with --no-mmap as given: its br_status (err set on failure). */
 int cli_load_model(const cli_args *a, const char *path, struct br_model *m, struct br_err *err);
 /* -t as given, clamped to the online CPUs with a one-line warning; 0 when not given (one per CPU). */
 int cli_threads(const char *cmd, const cli_args *a);

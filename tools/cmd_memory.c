@@ -23,7 +23,7 @@ static const cli_use uses[] = {
     {CLI_CSV, NULL, NULL},
     {CLI_PLOT, NULL, "also draw memory against context (log-log SVG; needs two lengths or more)"},
     {CLI_BATCH_SIZE, "256", "prefill chunk"},
-    {CLI_THREADS, NULL, NULL},
+    {CLI_THREADS, NULL, NULL}, {CLI_NO_MMAP, NULL, NULL},
     {CLI_ATTN_WINDOW, NULL, NULL},
     {CLI_LOG_DISABLE, NULL, NULL},
     {CLI_END, NULL, NULL},
@@ -218,7 +218,7 @@ int cmd_memory(int argc, char **argv) {
 
     br_err err = {0};
     br_model m;
-    if (br_model_load(&m, model_path, &err)) return cli_fail("memory", "%s", err.msg);
+    if (cli_load_model(&a, model_path, &m, &err)) return cli_fail("memory", "%s", err.msg);
     char what_if[512] = "";
     if (plan) {
         br_status st = what_if_model(&m, plan, what_if, sizeof what_if, &err);
@@ -228,7 +228,7 @@ int cmd_memory(int argc, char **argv) {
             /* a plan that does not fit the model is the user's argument, not a runtime failure */
             return st == BR_EINVAL ? cli_usage_error("memory", "%s", err.msg) : cli_fail("memory", "%s", err.msg);
         }
-        st = br_model_load(&m, what_if, &err);
+        st = (br_status)cli_load_model(&a, what_if, &m, &err);
         remove(what_if); /* the mapping keeps the data alive */
         if (st) return cli_fail("memory", "%s", err.msg);
     }
