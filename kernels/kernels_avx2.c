@@ -285,8 +285,25 @@ static void conv_rows(float *out, const float *x, int ldx, float *win, const flo
     __m256 wv[BR_CONV_MAXK], h[BR_CONV_MAXK];
     int c = c0;
     for (; c + 8 <= c1; c += 8) {
-        const __m256i idx = _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), _mm256_set1_epi32(k));
-        for (int j = 0; j < k; j++) wv[j] = _mm256_i32gather_ps(w + (size_t)c * k + j, idx, 4);
+        if (k == 4) {
+            /* Jamba's d_conv: the 8 channels' 32 taps are 4 plain loads and a transpose (four gathers
+             * were a third of a decoding step's conv, which a batch of sequences runs once each) */
+            const float *wc = w + (size_t)c * 4;
+            __m256 r0 = _mm256_loadu_ps(wc), r1 = _mm256_loadu_ps(wc + 8), r2 = _mm256_loadu_ps(wc + 16),
+                   r3 = _mm256_loadu_ps(wc + 24);
+            /* 128-bit lanes: channel 0|4, 1|5, 2|6, 3|7, then a 4x4 transpose within each lane */
+            __m256 p0 = _mm256_permute2f128_ps(r0, r2, 0x20), p1 = _mm256_permute2f128_ps(r0, r2, 0x31);
+            __m256 p2 = _mm256_permute2f128_ps(r1, r3, 0x20), p3 = _mm256_permute2f128_ps(r1, r3, 0x31);
+            __m256 t0 = _mm256_unpacklo_ps(p0, p1), t1 = _mm256_unpackhi_ps(p0, p1);
+            __m256 t2 = _mm256_unpacklo_ps(p2, p3), t3 = _mm256_unpackhi_ps(p2, p3);
+            wv[0] = _mm256_shuffle_ps(t0, t2, 0x44);
+            wv[1] = _mm256_shuffle_ps(t0, t2, 0xee);
+            wv[2] = _mm256_shuffle_ps(t1, t3, 0x44);
+            wv[3] = _mm256_shuffle_ps(t1, t3, 0xee);
+        } else {
+            const __m256i idx = _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), _mm256_set1_epi32(k));
+            for (int j = 0; j < k; j++) wv[j] = _mm256_i32gather_ps(w + (size_t)c * k + j, idx, 4);
+        }
         for (int j = 0; j < k - 1; j++) h[j] = _mm256_loadu_ps(win + (size_t)j * d + c);
         __m256 b = _mm256_loadu_ps(bias + c);
         for (int t = 0; t < T; t++) {
