@@ -650,6 +650,19 @@ static void scan_case_free(scan_case *s) {
     free(s->y); free(s->ymag); free(s->h); free(s->hmag);
 }
 
+/* y and h against the double reference: a float recurrence over 23 steps with a 2e-7 exp, so 1e-4 of
+ * the summed magnitudes */
+static void scan_check(const scan_case *s, const float *y, const float *h, const char *how, int isa, int threads) {
+    for (int i = 0; i < s->T * s->d; i++)
+        if (!(fabs(y[i] - s->y[i]) <= 1e-4 * s->ymag[i] + FLT_MIN))
+            fail_msg("scan %s n %d isa %s pool %d: y[%d][%d] = %.9g want %.9g", how, s->n, br_k_isa_name((br_isa)isa),
+                     threads, i / s->d, i % s->d, (double)y[i], s->y[i]);
+    for (int i = 0; i < s->d * s->n; i++)
+        if (!(fabs(h[i] - s->h[i]) <= 1e-4 * s->hmag[i] + FLT_MIN))
+            fail_msg("scan %s n %d isa %s pool %d: h[%d][%d] = %.9g want %.9g", how, s->n, br_k_isa_name((br_isa)isa),
+                     threads, i / s->n, i % s->n, (double)h[i], s->h[i]);
+}
+
 static void ssm_scan_vs_double(void **state) {
     (void)state;
     static const int ns[] = {16, 5, 8, 21};
@@ -670,17 +683,7 @@ static void ssm_scan_vs_double(void **state) {
                 memcpy(h, s.h0, (size_t)d * n * 4);
                 for (int i = 0; i < T * d; i++) y[i] = NAN;
                 br_k_ssm_scan(pools[pi], y, h, s.x, s.delta, s.A, s.B, s.C, s.ldbc, s.D, T, d, n);
-                /* float recurrence over 23 steps with a 2e-7 exp: 1e-4 of the summed magnitudes */
-                for (int i = 0; i < T * d; i++)
-                    if (!(fabs(y[i] - s.y[i]) <= 1e-4 * s.ymag[i] + FLT_MIN))
-                        fail_msg("scan n %d isa %s pool %d: y[%d][%d] = %.9g want %.9g", n,
-                                 br_k_isa_name((br_isa)isa), br_pool_size(pools[pi]), i / d, i % d, (double)y[i],
-                                 s.y[i]);
-                for (int i = 0; i < d * n; i++)
-                    if (!(fabs(h[i] - s.h[i]) <= 1e-4 * s.hmag[i] + FLT_MIN))
-                        fail_msg("scan n %d isa %s pool %d: h[%d][%d] = %.9g want %.9g", n,
-                                 br_k_isa_name((br_isa)isa), br_pool_size(pools[pi]), i / n, i % n, (double)h[i],
-                                 s.h[i]);
+                scan_check(&s, y, h, "whole", isa, br_pool_size(pools[pi]));
                 /* Two calls with the state carried must do exactly what one call does: channels are
                  * independent and each sees the same operations in the same order. */
                 memcpy(h2, s.h0, (size_t)d * n * 4);
@@ -695,16 +698,7 @@ static void ssm_scan_vs_double(void **state) {
                 for (int t = 0; t < T; t++)
                     br_k_ssm_scan(pools[pi], y2 + (size_t)t * d, h2, s.x + (size_t)t * d, s.delta + (size_t)t * d, s.A,
                                   s.B + (size_t)t * s.ldbc, s.C + (size_t)t * s.ldbc, s.ldbc, s.D, 1, d, n);
-                for (int i = 0; i < T * d; i++)
-                    if (!(fabs(y2[i] - s.y[i]) <= 1e-4 * s.ymag[i] + FLT_MIN))
-                        fail_msg("scan by steps n %d isa %s pool %d: y[%d][%d] = %.9g want %.9g", n,
-                                 br_k_isa_name((br_isa)isa), br_pool_size(pools[pi]), i / d, i % d, (double)y2[i],
-                                 s.y[i]);
-                for (int i = 0; i < d * n; i++)
-                    if (!(fabs(h2[i] - s.h[i]) <= 1e-4 * s.hmag[i] + FLT_MIN))
-                        fail_msg("scan by steps n %d isa %s pool %d: h[%d][%d] = %.9g want %.9g", n,
-                                 br_k_isa_name((br_isa)isa), br_pool_size(pools[pi]), i / n, i % n, (double)h2[i],
-                                 s.h[i]);
+                scan_check(&s, y2, h2, "by steps", isa, br_pool_size(pools[pi]));
             }
         }
         free(y); free(h); free(y2); free(h2);
