@@ -63,13 +63,15 @@ typedef struct {
     const int8_t *q;
     const float *d, *ds;
     const int16_t *s16;
+    const int32_t *c4;
 } br_q8x_view;
 
 static inline br_q8x_view br_q8x_at(const void *buf, int n) {
     const uint8_t *b = buf;
     int nb = n / 32;
-    br_q8x_view v = {(const int8_t *)b, (const float *)(b + n), (const float *)(b + n) + nb,
-                     (const int16_t *)((const float *)(b + n) + 2 * nb)};
+    const int16_t *s16 = (const int16_t *)((const float *)(b + n) + 2 * nb);
+    br_q8x_view v = {(const int8_t *)b, (const float *)(b + n), (const float *)(b + n) + nb, s16,
+                     (const int32_t *)(s16 + 2 * nb)};
     return v;
 }
 
