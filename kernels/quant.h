@@ -64,6 +64,7 @@ typedef struct {
     const float *d, *ds;
     const int16_t *s16;
     const int32_t *c4;
+    const float *dd;
 } br_q8x_view;
 
 static inline br_q8x_view br_q8x_at(const void *buf, int n) {
@@ -71,7 +72,7 @@ static inline br_q8x_view br_q8x_at(const void *buf, int n) {
     int nb = n / 32;
     const int16_t *s16 = (const int16_t *)((const float *)(b + n) + 2 * nb);
     br_q8x_view v = {(const int8_t *)b, (const float *)(b + n), (const float *)(b + n) + nb, s16,
-                     (const int32_t *)(s16 + 2 * nb)};
+                     (const int32_t *)(s16 + 2 * nb), (const float *)(const void *)((const int32_t *)(s16 + 2 * nb) + n / 4)};
     return v;
 }
 

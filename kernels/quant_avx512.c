@@ -31,16 +31,19 @@ static inline __m512i q45_codes(const uint8_t *qs, const uint8_t *qh, int c) {
 }
 
 /* Per super-block: four vpdpbusd give 64 int32 lanes, 8 per sub-block; two unpack-and-add steps fold
- * them into 32 lanes so only two conversions and two FMAs remain (four of each before), and the float
- * factors for the sub-blocks (scale x weight d x activation d) and for the mins (min x dmin x activation
- * sum) come out of one 16-lane product. */
+ * them into 32 lanes so only two conversions and two FMAs remain, and the float factors come out of one
+ * 16-lane product in pairs: lane 2j holds scale_j x weight d x activation d_j, lane 2j + 1 holds min_j x
+ * dmin x activation sum_j. The pairs are the layouts the inputs already have: (d, dmin) is one 32-bit
+ * word, broadcast and converted as 16 halves, and q8x keeps (d_j, ds_j) in pairs (dd), one load; the
+ * scales and mins interleave with one unpack. Before, putting [scales | mins] against [d x 8 | dmin x 8]
+ * took a conversion of a lone word, a permute and a 256-bit insert more per super-block. */
 static inline float zq45(const void *blocks, size_t bsz, bool five, br_q8x_view x, int n) {
     const uint8_t *base = blocks;
     __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps(), accm = _mm512_setzero_ps();
-    /* after the folds, lane 4L+p of a folded pair holds sub-block (p odd ? 2 : 0) + (L >= 2) of the pair */
-    const __m512i g01 = _mm512_set_epi32(3, 1, 3, 1, 3, 1, 3, 1, 2, 0, 2, 0, 2, 0, 2, 0);
-    const __m512i g23 = _mm512_add_epi32(g01, _mm512_set1_epi32(4));
-    const __m512i dsel = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
+    /* after the folds, lane 4L+p of a folded pair holds sub-block (p odd ? 2 : 0) + (L >= 2) of the
+     * pair, whose factor is lane 2 x sub-block of f */
+    const __m512i g01 = _mm512_set_epi32(6, 2, 6, 2, 6, 2, 6, 2, 4, 0, 4, 0, 4, 0, 4, 0);
+    const __m512i g23 = _mm512_add_epi32(g01, _mm512_set1_epi32(8));
     for (int k = 0; k < n / 256; k++) {
         const uint8_t *blk = base + (size_t)k * bsz;
         prefetch_ahead(blk, (int)bsz);
@@ -49,12 +52,10 @@ static inline float zq45(const void *blocks, size_t bsz, bool five, br_q8x_view 
         const uint8_t *scales = blk + 4, *qh = five ? blk + 16 : NULL, *qs = five ? blk + 48 : blk + 16;
         uint64_t sc, mn;
         br_k4_unpack(scales, &sc, &mn);
-        /* lanes 0-7: scale_j * d * dx_j; lanes 8-15: min_j * dmin * ds_j */
-        __m512 f = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_set_epi64x((long long)mn, (long long)sc)));
-        __m512 xd = _mm512_castpd_ps(_mm512_insertf64x4(_mm512_castpd256_pd512(_mm256_castps_pd(_mm256_loadu_ps(x.d + 8 * k))),
-                                                         _mm256_castps_pd(_mm256_loadu_ps(x.ds + 8 * k)), 1));
-        __m512 wd = _mm512_permutexvar_ps(dsel, _mm512_castps128_ps512(_mm_cvtph_ps(_mm_cvtsi32_si128((int)dd))));
-        f = _mm512_mul_ps(_mm512_mul_ps(f, xd), wd);
+        __m128i scmn = _mm_unpacklo_epi8(_mm_cvtsi64_si128((long long)sc), _mm_cvtsi64_si128((long long)mn));
+        __m512 f = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(scmn));
+        __m512 wd = _mm512_cvtph_ps(_mm256_set1_epi32((int)dd));
+        f = _mm512_mul_ps(_mm512_mul_ps(f, _mm512_loadu_ps(x.dd + 16 * k)), wd);
         accm = _mm512_add_ps(accm, f);
         const int8_t *xq = x.q + 256 * k;
         __m512i s0 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), q45_codes(qs, qh, 0), _mm512_loadu_si512(xq));
@@ -66,7 +67,8 @@ static inline float zq45(const void *blocks, size_t bsz, bool five, br_q8x_view 
         acc0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(w01), _mm512_permutexvar_ps(g01, f), acc0);
         acc1 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(w23), _mm512_permutexvar_ps(g23, f), acc1);
     }
-    return hsum16(_mm512_add_ps(acc0, acc1)) - hsum8(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(accm), 1)));
+    /* the odd lanes of accm are the mins' terms */
+    return hsum16(_mm512_add_ps(acc0, acc1)) - hsum16(_mm512_maskz_mov_ps((__mmask16)0xAAAA, accm));
 }
 
 static float z_q4_k(const void *w, br_q8x_view x, int n) { return zq45(w, sizeof(br_blk_q4_k), false, x, n); }
@@ -156,7 +158,7 @@ __attribute__((optimize("no-tree-slp-vectorize"))) static float z_q8_0(const voi
     }
     float r = hsum16(_mm512_add_ps(acc0, acc1));
     if (k < nb) { /* the last few blocks on the 256-bit kernel */
-        br_q8x_view t = {x.q + 32 * k, x.d + k, x.ds + k, x.s16 + 2 * k, x.c4 + 8 * k};
+        br_q8x_view t = {x.q + 32 * k, x.d + k, x.ds + k, x.s16 + 2 * k, x.c4 + 8 * k, x.dd + 2 * k};
         r += br_vnni_q8_0(b + k, t, 32 * (nb - k));
     }
     return r;
@@ -242,7 +244,7 @@ static void z4_q8_0(const void *w, const br_q8x_view *x, int n, float *out) {
     for (int i = 0; i < 4; i++) {
         out[i] = hsum16(acc[i]);
         if (k < nb) {
-            br_q8x_view t = {x[i].q + 32 * k, x[i].d + k, x[i].ds + k, x[i].s16 + 2 * k, x[i].c4 + 8 * k};
+            br_q8x_view t = {x[i].q + 32 * k, x[i].d + k, x[i].ds + k, x[i].s16 + 2 * k, x[i].c4 + 8 * k, x[i].dd + 2 * k};
             out[i] += br_vnni_q8_0(b + k, t, 32 * (nb - k));
         }
     }
