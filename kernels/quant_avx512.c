@@ -74,24 +74,30 @@ static inline float zq45(const void *blocks, size_t bsz, bool five, br_q8x_view 
 static float z_q4_k(const void *w, br_q8x_view x, int n) { return zq45(w, sizeof(br_blk_q4_k), false, x, n); }
 static float z_q5_k(const void *w, br_q8x_view x, int n) { return zq45(w, sizeof(br_blk_q5_k), true, x, n); }
 
+/* Q6_K: sixteen groups of 16 weights, each with an int8 scale. The sixteen float factors (scale x weight
+ * d x the activation scale of the group's q8x block) are formed once per super-block, and each
+ * vpdpbusd's 16 lanes (4 weights each, so 4 lanes a group) take theirs with one permute: before, each
+ * product shuffled, widened and converted its four scales and multiplied them by its blocks' activation
+ * scales, ten operations where four remain. */
 static float z_q6_k(const void *w, br_q8x_view x, int n) {
     const br_blk_q6_k *b = w;
-    __m512 acc = _mm512_setzero_ps(), accb = _mm512_setzero_ps();
+    __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps(), accb = _mm512_setzero_ps();
     const __m512i m4 = _mm512_set1_epi8(15), m2 = _mm512_set1_epi8(3);
     const __m512i sh01 = _mm512_set_epi64(2, 2, 2, 2, 0, 0, 0, 0), sh23 = _mm512_set_epi64(6, 6, 6, 6, 4, 4, 4, 4);
-    /* lanes 4i..4i+3 take scale i: each scale byte repeated four times */
-    const __m128i rep4 = _mm_set_epi8(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0);
+    /* lane i of a group's factors: block i / 2's activation scale */
+    const __m512i dup = _mm512_set_epi32(7, 7, 6, 6, 5, 5, 4, 4, 3, 3, 2, 2, 1, 1, 0, 0);
+    /* lane L of the product of q8x blocks g, g + 1 covers group 2g + L / 4 */
+    const __m512i lane_group = _mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0);
     for (int k = 0; k < n / 256; k++, b++) {
         prefetch_ahead(b, (int)sizeof *b);
         float d = f16(b->d);
         __m256 dx8 = _mm256_mul_ps(_mm256_loadu_ps(x.d + 8 * k), _mm256_set1_ps(d));
-        __m512 dx16 = _mm512_castps256_ps512(dx8);
-        __m128i scv = _mm_loadu_si128((const __m128i *)b->scales);
+        __m512 dxg = _mm512_permutexvar_ps(dup, _mm512_castps256_ps512(dx8));
+        __m512 sc16 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)b->scales)));
         /* the -32 bias: sum over the 16 groups of scale * (sum of x in the group) * d * dx of its block */
-        __m512 sc16 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(scv));
         __m512 xs16 = _mm512_cvtepi32_ps(_mm512_cvtepi16_epi32(_mm256_loadu_si256((const __m256i *)(x.s16 + 16 * k))));
-        const __m512i dup = _mm512_set_epi32(7, 7, 6, 6, 5, 5, 4, 4, 3, 3, 2, 2, 1, 1, 0, 0);
-        accb = _mm512_fmadd_ps(_mm512_mul_ps(sc16, xs16), _mm512_permutexvar_ps(dup, dx16), accb);
+        accb = _mm512_fmadd_ps(_mm512_mul_ps(sc16, xs16), dxg, accb);
+        __m512 fg = _mm512_mul_ps(sc16, dxg);
         const int8_t *xq = x.q + 256 * k;
         for (int h = 0; h < 2; h++) {
             __m512i ql = _mm512_loadu_si512(b->ql + 64 * h);
@@ -102,16 +108,17 @@ static float z_q6_k(const void *w, br_q8x_view x, int n) {
             __m512i c23 = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(ql, 4), m4),
                                           _mm512_slli_epi16(_mm512_and_si512(_mm512_srlv_epi64(qh, sh23), m2), 4));
             for (int p = 0; p < 2; p++) {
-                int g = 4 * h + 2 * p; /* groups g, g+1 = q8x blocks 8k+g, 8k+g+1; scales 2g .. 2g+3 */
+                int g = 4 * h + 2 * p; /* q8x blocks 8k+g, 8k+g+1: groups 2g .. 2g+3 */
                 __m512i s = _mm512_dpbusd_epi32(_mm512_setzero_si512(), p ? c23 : c01,
                                                 _mm512_loadu_si512(xq + 32 * g));
-                __m512 scl = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(
-                    _mm_shuffle_epi8(scv, _mm_add_epi8(rep4, _mm_set1_epi8((char)(2 * g))))));
-                acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_mul_ps(scl, pair_lanes(dx16, g / 2)), acc);
+                __m512 f = _mm512_permutexvar_ps(_mm512_add_epi32(lane_group, _mm512_set1_epi32(2 * g)), fg);
+                /* two chains: four dependent FMAs a super-block would bound the loop by their latency */
+                if (p) acc1 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), f, acc1);
+                else acc0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), f, acc0);
             }
         }
     }
-    return hsum16(acc) - 32.0f * hsum16(accb);
+    return hsum16(_mm512_add_ps(acc0, acc1)) - 32.0f * hsum16(accb);
 }
 
 /* Eight weight halves at a stride of 34 bytes, as two 64-bit words put together by scalar loads and
