@@ -136,7 +136,14 @@ static inline __m256 q8_0_scales(const br_blk_q8_0 *b) {
  * w + 128 (one xor) and the accumulator starts from -128 times the sum of each 4 x, which
  * br_k_quantize_q8x stores (c4): the integer sums come out exactly sum(w * x), with two fewer operations
  * per pair of blocks than taking |w| and moving w's sign onto x. */
-__attribute__((optimize("no-tree-slp-vectorize"))) static float z_q8_0(const void *w, br_q8x_view x, int n) {
+/* GCC's SLP vectorizer turns the scalar assembly of the scales into a dozen shuffles; clang has no
+ * per-function switch for it (and no such attribute) */
+#if defined(__GNUC__) && !defined(__clang__)
+#define BR_NO_SLP __attribute__((optimize("no-tree-slp-vectorize")))
+#else
+#define BR_NO_SLP
+#endif
+BR_NO_SLP static float z_q8_0(const void *w, br_q8x_view x, int n) {
     const br_blk_q8_0 *b = w;
     __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
     const __m512i bias = _mm512_set1_epi8((char)0x80);
