@@ -132,10 +132,6 @@ static inline __m256 q8_0_scales(const br_blk_q8_0 *b) {
     return _mm256_cvtph_ps(_mm_set_epi64x((long long)hi, (long long)lo));
 }
 
-/* Signed weights times signed x: vpdpbusd wants one operand unsigned, so the weights are taken as
- * w + 128 (one xor) and the accumulator starts from -128 times the sum of each 4 x, which
- * br_k_quantize_q8x stores (c4): the integer sums come out exactly sum(w * x), with two fewer operations
- * per pair of blocks than taking |w| and moving w's sign onto x. */
 /* GCC's SLP vectorizer turns the scalar assembly of the scales into a dozen shuffles; clang has no
  * per-function switch for it (and no such attribute) */
 #if defined(__GNUC__) && !defined(__clang__)
@@ -143,6 +139,11 @@ static inline __m256 q8_0_scales(const br_blk_q8_0 *b) {
 #else
 #define BR_NO_SLP
 #endif
+
+/* Signed weights times signed x: vpdpbusd wants one operand unsigned, so the weights are taken as
+ * w + 128 (one xor) and the accumulator starts from -128 times the sum of each 4 x, which
+ * br_k_quantize_q8x stores (c4): the integer sums come out exactly sum(w * x), with two fewer operations
+ * per pair of blocks than taking |w| and moving w's sign onto x. */
 BR_NO_SLP static float z_q8_0(const void *w, br_q8x_view x, int n) {
     const br_blk_q8_0 *b = w;
     __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
@@ -172,8 +173,7 @@ BR_NO_SLP static float z_q8_0(const void *w, br_q8x_view x, int n) {
     }
     float r = hsum16(_mm512_add_ps(acc0, acc1));
     if (k < nb) { /* the last few blocks on the 256-bit kernel */
-        br_q8x_view t = {x.q + 32 * k, x.d + k, x.ds + k, x.s16 + 2 * k, x.c4 + 8 * k, x.dd + 2 * k};
-        r += br_vnni_q8_0(b + k, t, 32 * (nb - k));
+        r += br_vnni_q8_0(b + k, br_q8x_from(x, k), 32 * (nb - k));
     }
     return r;
 }
@@ -258,8 +258,7 @@ static void z4_q8_0(const void *w, const br_q8x_view *x, int n, float *out) {
     for (int i = 0; i < 4; i++) {
         out[i] = hsum16(acc[i]);
         if (k < nb) {
-            br_q8x_view t = {x[i].q + 32 * k, x[i].d + k, x[i].ds + k, x[i].s16 + 2 * k, x[i].c4 + 8 * k, x[i].dd + 2 * k};
-            out[i] += br_vnni_q8_0(b + k, t, 32 * (nb - k));
+            out[i] += br_vnni_q8_0(b + k, br_q8x_from(x[i], k), 32 * (nb - k));
         }
     }
 }
