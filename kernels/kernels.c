@@ -193,6 +193,7 @@ typedef struct {
     size_t xq_bytes;
     br_qdot_fn qdot;       /* NULL: scalar reference */
     br_qdot4_fn qdot4;     /* four rows of x at once, or NULL */
+    br_qrows_fn qrows;     /* many short rows of W at once, or NULL */
     const uint8_t *xg;     /* x packed for the batched product (br_qg_pack_x), or NULL */
     int qg_rg;             /* rows of x to a group there */
     uint8_t *qg_scr0;      /* thread 0's scratch for unpacked rows of W (the others use their own) */
@@ -244,6 +245,12 @@ static void mm_q8_task(void *ctx, int task, int n_tasks, int thread) {
     mm_job *j = ctx;
     int r0 = task * j->rows_per_task, r1 = r0 + j->rows_per_task;
     if (r1 > j->rows) r1 = j->rows;
+    if (j->qrows) {
+        for (int i = 0; i < j->n; i++)
+            j->qrows(j->w + (size_t)r0 * j->row_bytes, j->row_bytes, r1 - r0, br_q8x_at(j->xq + (size_t)i * j->xq_bytes, j->cols),
+                     j->cols, j->y + (size_t)i * j->rows + r0);
+        return;
+    }
     for (int r = r0; r < r1; r++) {
         const uint8_t *wr = j->w + (size_t)r * j->row_bytes;
         int i = 0;
@@ -346,7 +353,7 @@ bool br_k_matmul_batched(br_wtype wt, int n) {
 
 void br_k_matmul(br_pool *pool, float *y, const float *x, const void *w, br_wtype wt, int n, int rows, int cols) {
     mm_job j = {y, x, w, wt, n, rows, cols, 0, pool, br_wtype_row_bytes(wt, (size_t)cols), NULL, 0, NULL, NULL,
-                NULL, 0, NULL, 0};
+                NULL, NULL, 0, NULL, 0};
     int nt = br_pool_size(pool);
     if (br_k_matmul_batched(wt, n) && mm_qg(&j)) return;
     /* Several tasks per thread so a slow core does not hold the others up; a product too small to pay
@@ -365,8 +372,10 @@ void br_k_matmul(br_pool *pool, float *y, const float *x, const void *w, br_wtyp
             j.xq = xq;
             j.qdot = pick_qdot(wt);
             j.qdot4 = g_isa >= BR_ISA_AVX512 ? br_qdot4_avx512(wt) : NULL;
+            j.qrows = g_isa >= BR_ISA_AVX512 ? br_qrows_avx512(wt, cols) : NULL;
             if (tasks > rows) tasks = rows;
             j.rows_per_task = (rows + tasks - 1) / tasks;
+            if (j.qrows) j.rows_per_task = (j.rows_per_task + 15) / 16 * 16; /* it takes rows 16 at a time */
             tasks = (rows + j.rows_per_task - 1) / j.rows_per_task;
             br_pool_run(pool, mm_q8_task, &j, tasks);
             return;
