@@ -92,9 +92,8 @@ float br_k_dot(br_wtype wt, const void *w, const float *x, int n);
 
 /* Activations quantized on the fly for quantized weights ("q8x"): each 32 values get a float scale d
  * and int8 values; the buffer also holds d * (sum of the 32) and the integer sum of each 16, which the
- * weight types with offsets or biased codes need, and -128 times the sum of each 4 (the Q8_0 kernel's
- * correction for taking its weights as unsigned). Layout (n a multiple of 32, nb = n / 32):
- * int8 q[n], float d[nb], float ds[nb], int16 s16[2 * nb], int32 c4[n / 4], and d, ds again in pairs
+ * weight types with offsets or biased codes need. Layout (n a multiple of 32, nb = n / 32):
+ * int8 q[n], float d[nb], float ds[nb], int16 s16[2 * nb], and d, ds again in pairs
  * (float dd[2 * nb]: d[0], ds[0], d[1], ...; the K-quant kernels load eight pairs as one vector). */
 size_t br_k_q8x_bytes(int n);
 /* Values of magnitude below 1e-30 in a block whose largest is that small become 0; a block holding a

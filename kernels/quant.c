@@ -180,7 +180,7 @@ void br_dequant_scalar(br_wtype t, const void *src, float *dst, size_t n) {
 
 /* --- q8x activations ----------------------------------------------------------------------------- */
 
-size_t br_k_q8x_bytes(int n) { return (size_t)n + (size_t)(n / 32) * (4 + 4 + 4) + (size_t)n + (size_t)(n / 32) * 8; }
+size_t br_k_q8x_bytes(int n) { return (size_t)n + (size_t)(n / 32) * (4 + 4 + 4) + (size_t)(n / 32) * 8; }
 
 /* Round to nearest, ties to even (as lrintf in the default rounding mode) for |v| < 2^22: adding and
  * subtracting 1.5 * 2^23 leaves the integer part. lrintf is a library call per value here (errno rules
@@ -219,8 +219,7 @@ void br_k_quantize_q8x(const float *x, void *buf, int n) {
     int8_t *q = (int8_t *)b;
     float *d = (float *)(b + n), *ds = d + nb;
     int16_t *s16 = (int16_t *)(ds + nb);
-    int32_t *c4 = (int32_t *)(s16 + 2 * nb);
-    float *dd = (float *)(c4 + n / 4);
+    float *dd = (float *)(s16 + 2 * nb);
     br_q8_block_fn q8_block = br_q8_block_pick();
     for (int k = 0; k < nb; k++) {
         int sum[2];
@@ -230,10 +229,6 @@ void br_k_quantize_q8x(const float *x, void *buf, int n) {
         ds[k] = d[k] * (float)(sum[0] + sum[1]);
         dd[2 * k] = d[k];
         dd[2 * k + 1] = ds[k];
-        for (int i = 0; i < 8; i++) {
-            const int8_t *g = q + 32 * k + 4 * i;
-            c4[8 * k + i] = -128 * (g[0] + g[1] + g[2] + g[3]);
-        }
     }
 }
 

@@ -63,7 +63,6 @@ typedef struct {
     const int8_t *q;
     const float *d, *ds;
     const int16_t *s16;
-    const int32_t *c4;
     const float *dd;
 } br_q8x_view;
 
@@ -72,14 +71,13 @@ static inline br_q8x_view br_q8x_at(const void *buf, int n) {
     int nb = n / 32;
     const float *d = (const float *)(b + n);
     const int16_t *s16 = (const int16_t *)(d + 2 * nb);
-    const int32_t *c4 = (const int32_t *)(s16 + 2 * nb);
-    br_q8x_view v = {(const int8_t *)b, d, d + nb, s16, c4, (const float *)(const void *)(c4 + n / 4)};
+    br_q8x_view v = {(const int8_t *)b, d, d + nb, s16, (const float *)(const void *)(s16 + 2 * nb)};
     return v;
 }
 
 /* The same view from block k (of 32 values) on: a row's last blocks handed to another kernel. */
 static inline br_q8x_view br_q8x_from(br_q8x_view x, int k) {
-    br_q8x_view v = {x.q + 32 * k, x.d + k, x.ds + k, x.s16 + 2 * k, x.c4 + 8 * k, x.dd + 2 * k};
+    br_q8x_view v = {x.q + 32 * k, x.d + k, x.ds + k, x.s16 + 2 * k, x.dd + 2 * k};
     return v;
 }
 

@@ -141,37 +141,35 @@ static inline __m256 q8_0_scales(const br_blk_q8_0 *b) {
 #endif
 
 /* Signed weights times signed x: vpdpbusd wants one operand unsigned, so the weights are taken as
- * w + 128 (one xor) and the accumulator starts from -128 times the sum of each 4 x, which
- * br_k_quantize_q8x stores (c4): the integer sums come out exactly sum(w * x), with two fewer operations
- * per pair of blocks than taking |w| and moving w's sign onto x. */
+ * w + 128 (one xor), which adds 128 x (sum of the block's x) to each block's sum; in floats that is
+ * 128 x d_w x ds, one FMA per eight blocks against q8x's ds, subtracted at the end. Before, the integer
+ * accumulators started from -128 x the sum of each 4 x, stored with q8x as int32: 4 bytes of x a
+ * weight, and on rows of 5120 and 8192 columns x no longer stayed in L1 beside the streaming weights
+ * (two threads from memory: 2560x5120 27.2 -> 30.1 GB/s, 2560x8192 26.0 -> 27.4; rows of 2048 alike,
+ * 30.4 against 30.8; from L2, one thread, 4% slower). */
 BR_NO_SLP static float z_q8_0(const void *w, br_q8x_view x, int n) {
     const br_blk_q8_0 *b = w;
     __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
+    __m256 accc = _mm256_setzero_ps();
     const __m512i bias = _mm512_set1_epi8((char)0x80);
     int nb = n / 32, k = 0;
-    /* Rows of 4096 columns or more stream faster prefetched into L2 only, twice as far ahead: x then
-     * fills half of L1 (FFN down, 8192 columns: 22.2-24.2 GB/s with T0 at 2 KiB, 29.1-29.4 with T1 at
-     * 4 KiB, two threads from memory); shorter rows lose a little that way (33.4 against 31.2-31.7). */
-    const bool long_row = n >= 4096;
     for (; k + 8 <= nb; k += 8) {
-        if (long_row)
-            for (int o = 0; o < 8 * (int)sizeof *b; o += 64)
-                _mm_prefetch((const char *)((uintptr_t)(b + k) + 2 * BR_PREFETCH_AHEAD + (uintptr_t)o), _MM_HINT_T1);
-        else
-            prefetch_ahead(b + k, 8 * (int)sizeof *b);
-        __m512 s16 = _mm512_castps256_ps512(_mm256_mul_ps(q8_0_scales(b + k), _mm256_loadu_ps(x.d + k)));
+        prefetch_ahead(b + k, 8 * (int)sizeof *b);
+        __m256 wd = q8_0_scales(b + k);
+        /* the +128 on every weight adds 128 x (d_w x d_x x sum of the block's x) = 128 x d_w x ds */
+        accc = _mm256_fmadd_ps(wd, _mm256_loadu_ps(x.ds + k), accc);
+        __m512 s16 = _mm512_castps256_ps512(_mm256_mul_ps(wd, _mm256_loadu_ps(x.d + k)));
         for (int c = 0; c < 4; c++) {
             const br_blk_q8_0 *p = b + k + 2 * c;
             __m512i wq = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)p[0].qs)),
                                             _mm256_loadu_si256((const __m256i *)p[1].qs), 1);
-            __m512i s = _mm512_dpbusd_epi32(_mm512_loadu_si512(x.c4 + 8 * (k + 2 * c)), _mm512_xor_si512(wq, bias),
+            __m512i s = _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_xor_si512(wq, bias),
                                             _mm512_loadu_si512(x.q + 32 * (k + 2 * c)));
-            /* two chains of FMAs: one would take 16 cycles of latency per eight blocks */
             if (c & 1) acc1 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), pair_lanes(s16, c), acc1);
             else acc0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), pair_lanes(s16, c), acc0);
         }
     }
-    float r = hsum16(_mm512_add_ps(acc0, acc1));
+    float r = hsum16(_mm512_add_ps(acc0, acc1)) - 128.0f * hsum8(accc);
     if (k < nb) { /* the last few blocks on the 256-bit kernel */
         r += br_vnni_q8_0(b + k, br_q8x_from(x, k), 32 * (nb - k));
     }
@@ -236,22 +234,22 @@ static inline __m512 sum16_pairs(const __m512 *acc) {
     return _mm512_permutexvar_ps(_mm512_set_epi32(15, 11, 14, 10, 13, 9, 12, 8, 7, 3, 6, 2, 5, 1, 4, 0), s);
 }
 
-/* Rows of Q4_0, Q4_1, Q5_0, Q5_1 or Q8_0 (nb blocks of bsz bytes). Integer sums start from the codes'
- * bias times the sums of each 4 x (c4 is -128 x those: shifted right by 3 for Q5_0's -16, by 4 for
- * Q4_0's -8, kept for Q8_0 taken as w + 128, zero for the types with an offset m, which adds m x ds). */
+/* Rows of Q4_0, Q4_1, Q5_0, Q5_1 or Q8_0 (nb blocks of bsz bytes). Integer sums start from minus the
+ * codes' bias times the sums of each 4 x (16 for Q5_0, 8 for Q4_0, 128 for Q8_0 taken as w + 128; zero
+ * for the types with an offset m, which adds m x ds), formed once per call. */
 static inline void zrows32(br_wtype t, const uint8_t *w, size_t rb, int rows, br_q8x_view x, int n, float *y) {
     const int nb = n / 32;
     const bool q8 = t == BR_W_Q8_0, five = t == BR_W_Q5_0 || t == BR_W_Q5_1, off = t == BR_W_Q4_1 || t == BR_W_Q5_1;
-    const int shift = t == BR_W_Q5_0 ? 3 : t == BR_W_Q4_0 ? 4 : 0;
+    const __m512i cbias = _mm512_set1_epi8((char)(t == BR_W_Q5_0 ? 16 : t == BR_W_Q4_0 ? 8 : 128));
     /* offsets in a block: the m of the _1 types follows d; qh (Q5) then qs */
     const int qh_at = off ? 4 : 2, qs_at = q8 ? 2 : five ? qh_at + 4 : qh_at;
     __m512i xv[QR_MAX_BLOCKS], bias[QR_MAX_BLOCKS];
     __m512 dx[QR_MAX_BLOCKS], ds8[QR_MAX_BLOCKS];
     for (int k = 0; k < nb; k++) {
-        __m256i xq = _mm256_loadu_si256((const __m256i *)(x.q + 32 * k)), c4 = _mm256_loadu_si256((const __m256i *)(x.c4 + 8 * k));
         /* the 4-bit codes come as [lo 16 | hi 16] per row, in block order: x is too */
-        xv[k] = _mm512_broadcast_i64x4(xq);
-        bias[k] = off ? _mm512_setzero_si512() : _mm512_srai_epi32(_mm512_broadcast_i64x4(c4), shift);
+        xv[k] = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(x.q + 32 * k)));
+        bias[k] = off ? _mm512_setzero_si512()
+                      : _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_dpbusd_epi32(_mm512_setzero_si512(), cbias, xv[k]));
         dx[k] = _mm512_set1_ps(x.d[k]);
         ds8[k] = _mm512_set1_ps(x.ds[k] * 0.125f); /* spread over a row's 8 lanes */
     }
