@@ -375,10 +375,12 @@ void br_k_matmul(br_pool *pool, float *y, const float *x, const void *w, br_wtyp
             j.xq = xq;
             j.qdot = pick_qdot(wt);
             j.qdot4 = g_isa >= BR_ISA_AVX512 ? br_qdot4_avx512(wt) : NULL;
-            j.qrows = g_isa >= BR_ISA_AVX512 ? br_qrows_avx512(wt, cols) : NULL;
+            /* rows of W inside the kernel; for several rows of x only where no four-row kernel reads each
+             * weight row once for them all */
+            j.qrows = g_isa >= BR_ISA_AVX512 && (n == 1 || !j.qdot4) ? br_qrows_avx512(wt, cols) : NULL;
             if (tasks > rows) tasks = rows;
             j.rows_per_task = (rows + tasks - 1) / tasks;
-            if (j.qrows) j.rows_per_task = (j.rows_per_task + 15) / 16 * 16; /* it takes rows 16 at a time */
+            if (j.qrows && cols <= 512) j.rows_per_task = (j.rows_per_task + 15) / 16 * 16; /* short rows go 16 at a time */
             tasks = (rows + j.rows_per_task - 1) / j.rows_per_task;
             br_pool_run(pool, mm_q8_task, &j, tasks);
             return;

@@ -89,8 +89,9 @@ void br_dequant_scalar(br_wtype t, const void *src, float *dst, size_t n);
 /* SIMD versions: NULL where that ISA has none for the type (the scalar one runs). */
 br_qdot_fn br_qdot_avx2(br_wtype wt);
 br_qdot_fn br_qdot_avx512(br_wtype wt);
-/* Short weight rows (at most 512 columns) against one row of x: y[r] = dot(row r, x) for rows rows, rb
- * bytes apart. NULL where there is none for the type or length. */
+/* Weight rows against one row of x, the loop over rows inside the kernel: y[r] = dot(row r, x) for rows
+ * rows, rb bytes apart. Short rows (at most 512 columns) of the 32-value types go sixteen at a time.
+ * NULL where there is none for the type or length. */
 typedef void (*br_qrows_fn)(const uint8_t *w, size_t rb, int rows, br_q8x_view x, int n, float *y);
 br_qrows_fn br_qrows_avx512(br_wtype wt, int n);
 /* Four rows of activations against one weight row: out[i] = dot(w, x[i]). NULL where there is none. */

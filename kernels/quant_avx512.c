@@ -284,7 +284,30 @@ static void zr_q5_0(const uint8_t *w, size_t rb, int rows, br_q8x_view x, int n,
 static void zr_q5_1(const uint8_t *w, size_t rb, int rows, br_q8x_view x, int n, float *y) { zrows32(BR_W_Q5_1, w, rb, rows, x, n, y); }
 static void zr_q8_0(const uint8_t *w, size_t rb, int rows, br_q8x_view x, int n, float *y) { zrows32(BR_W_Q8_0, w, rb, rows, x, n, y); }
 
+/* Longer rows one at a time, but with the row kernel inlined into the loop: called through a pointer for
+ * each row, the call, the view passed on the stack and the store of y took 5% of a Q4_K_M decode
+ * step's samples (perf), outside the kernels. */
+static void zr_q4_k(const uint8_t *w, size_t rb, int rows, br_q8x_view x, int n, float *y) {
+    for (int r = 0; r < rows; r++) y[r] = zq45(w + (size_t)r * rb, sizeof(br_blk_q4_k), false, x, n);
+}
+static void zr_q5_k(const uint8_t *w, size_t rb, int rows, br_q8x_view x, int n, float *y) {
+    for (int r = 0; r < rows; r++) y[r] = zq45(w + (size_t)r * rb, sizeof(br_blk_q5_k), true, x, n);
+}
+static void zr_q6_k(const uint8_t *w, size_t rb, int rows, br_q8x_view x, int n, float *y) {
+    for (int r = 0; r < rows; r++) y[r] = z_q6_k(w + (size_t)r * rb, x, n);
+}
+static void zr_q8_0_long(const uint8_t *w, size_t rb, int rows, br_q8x_view x, int n, float *y) {
+    for (int r = 0; r < rows; r++) y[r] = z_q8_0(w + (size_t)r * rb, x, n);
+}
+
 br_qrows_fn br_qrows_avx512(br_wtype wt, int n) {
+    switch (wt) {
+    case BR_W_Q4_K: return zr_q4_k;
+    case BR_W_Q5_K: return zr_q5_k;
+    case BR_W_Q6_K: return zr_q6_k;
+    case BR_W_Q8_0: if (n > 32 * QR_MAX_BLOCKS) return zr_q8_0_long; break;
+    default: break;
+    }
     if (n > 32 * QR_MAX_BLOCKS) return NULL;
     switch (wt) {
     case BR_W_Q4_0: return zr_q4_0;
