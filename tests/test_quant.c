@@ -316,8 +316,9 @@ static void matmul_quant_paths(void **state) {
     const int ns[] = {1, 2, BR_K_QG8_MIN_N - 1, BR_K_QG8_MIN_N, 8, 9, BR_K_QG_MIN_N - 1, BR_K_QG_MIN_N, 16, 17, 40, 48, BR_K_MM_Q8_MAX_N,
                       BR_K_MM_Q8_MAX_N + 1, 2 * BR_K_MM_Q8_MAX_N + 3, 261};
     /* a batch of sequences takes rows of more than QG_CHUNK_COLS (2560) columns in chunks: wide rows that
-     * split unevenly, for the batches of one pass */
-    const int ns_wide[] = {BR_K_QG8_MIN_N, 8, BR_K_QG_MIN_N, 20};
+     * split unevenly, for the batches of one pass; and one row of x, where long rows of every type run
+     * through the row-looping kernels */
+    const int ns_wide[] = {1, BR_K_QG8_MIN_N, 8, BR_K_QG_MIN_N, 20};
     /* 32-value types twice: 288 columns (not a multiple of 64: the small-batch kernel's transpose does
      * not take it) and 320; then every type wide */
     for (size_t tv = 0; tv < 3 * N_TYPES; tv++) {
