@@ -88,6 +88,10 @@ void br_k_to_f32(br_wtype t, const void *src, float *dst, size_t n);
 bool br_k_matmul_batched(br_wtype wt, int n);
 void br_k_matmul(br_pool *pool, float *y, const float *x, const void *w, br_wtype wt, int n, int rows,
                  int cols);
+/* Two matrices of one shape and type against the same x (an FFN's gate and up): y = x W^T, y2 = x W2^T.
+ * In decode they run as one job, x quantized once and one wait for the slowest thread instead of two. */
+void br_k_matmul_pair(br_pool *pool, float *y, float *y2, const float *x, const void *w, const void *w2, br_wtype wt,
+                      int n, int rows, int cols);
 float br_k_dot(br_wtype wt, const void *w, const float *x, int n);
 
 /* Activations quantized on the fly for quantized weights ("q8x"): each 32 values get a float scale d

@@ -198,6 +198,9 @@ typedef struct {
     int qg_rg;             /* rows of x to a group there */
     uint8_t *qg_scr0;      /* thread 0's scratch for unpacked rows of W (the others use their own) */
     size_t qg_unpack;      /* bytes of that scratch */
+    const uint8_t *w2;     /* a second W of the same shape, against the same x (br_k_matmul_pair) */
+    float *y2;
+    int tasks1;            /* tasks of the first W; those from here on are the second's */
 } mm_job;
 
 /* Rows of W converted at once for the sgemm path, at most. OpenBLAS packs all of x again for every call,
@@ -242,17 +245,24 @@ static void mm_dot_rows(const mm_job *j, int r0, int r1, int thread) {
  * and stays in L1 while every row of x uses it. */
 static void mm_q8_task(void *ctx, int task, int n_tasks, int thread) {
     (void)n_tasks; (void)thread;
-    mm_job *j = ctx;
+    const mm_job *j = ctx;
+    const uint8_t *w = j->w;
+    float *y = j->y;
+    if (j->w2 && task >= j->tasks1) {
+        task -= j->tasks1;
+        w = j->w2;
+        y = j->y2;
+    }
     int r0 = task * j->rows_per_task, r1 = r0 + j->rows_per_task;
     if (r1 > j->rows) r1 = j->rows;
     if (j->qrows) {
         for (int i = 0; i < j->n; i++)
-            j->qrows(j->w + (size_t)r0 * j->row_bytes, j->row_bytes, r1 - r0, br_q8x_at(j->xq + (size_t)i * j->xq_bytes, j->cols),
-                     j->cols, j->y + (size_t)i * j->rows + r0);
+            j->qrows(w + (size_t)r0 * j->row_bytes, j->row_bytes, r1 - r0, br_q8x_at(j->xq + (size_t)i * j->xq_bytes, j->cols),
+                     j->cols, y + (size_t)i * j->rows + r0);
         return;
     }
     for (int r = r0; r < r1; r++) {
-        const uint8_t *wr = j->w + (size_t)r * j->row_bytes;
+        const uint8_t *wr = w + (size_t)r * j->row_bytes;
         int i = 0;
         if (j->qdot4 && j->n > 1)
             for (; j->n - i >= 2; i += 4) { /* past the last row, repeat it and drop the results */
@@ -263,11 +273,11 @@ static void mm_q8_task(void *ctx, int task, int n_tasks, int thread) {
                     xv[u] = br_q8x_at(j->xq + (size_t)iu * j->xq_bytes, j->cols);
                 }
                 j->qdot4(wr, xv, j->cols, out);
-                for (int u = 0; u < 4 && i + u < j->n; u++) j->y[(size_t)(i + u) * j->rows + r] = out[u];
+                for (int u = 0; u < 4 && i + u < j->n; u++) y[(size_t)(i + u) * j->rows + r] = out[u];
             }
         for (; i < j->n; i++) {
             br_q8x_view xv = br_q8x_at(j->xq + (size_t)i * j->xq_bytes, j->cols);
-            j->y[(size_t)i * j->rows + r] = j->qdot ? j->qdot(wr, xv, j->cols) : br_qdot_scalar(j->wt, wr, xv, j->cols);
+            y[(size_t)i * j->rows + r] = j->qdot ? j->qdot(wr, xv, j->cols) : br_qdot_scalar(j->wt, wr, xv, j->cols);
         }
     }
 }
@@ -351,10 +361,17 @@ bool br_k_matmul_batched(br_wtype wt, int n) {
     return br_wtype_is_quant(wt) && g_isa >= BR_ISA_AVX512 && n >= BR_K_QG8_MIN_N;
 }
 
-void br_k_matmul(br_pool *pool, float *y, const float *x, const void *w, br_wtype wt, int n, int rows, int cols) {
+static void mm_run(br_pool *pool, float *y, const float *x, const void *w, br_wtype wt, int n, int rows, int cols,
+                   const void *w2, float *y2) {
     mm_job j = {y, x, w, wt, n, rows, cols, 0, pool, br_wtype_row_bytes(wt, (size_t)cols), NULL, 0, NULL, NULL,
-                NULL, NULL, 0, NULL, 0};
+                NULL, NULL, 0, NULL, 0, w2, y2, 0};
     int nt = br_pool_size(pool);
+    if (w2 && !(br_wtype_is_quant(wt) && n <= BR_K_MM_Q8_MAX_N && !br_k_matmul_batched(wt, n))) {
+        /* only the q8x path takes two matrices in one job */
+        mm_run(pool, y, x, w, wt, n, rows, cols, NULL, NULL);
+        mm_run(pool, y2, x, w2, wt, n, rows, cols, NULL, NULL);
+        return;
+    }
     if (br_k_matmul_batched(wt, n) && mm_qg(&j)) return;
     /* Several tasks per thread so a slow core does not hold the others up; a product too small to pay
      * for waking the pool runs on the caller alone */
@@ -382,9 +399,15 @@ void br_k_matmul(br_pool *pool, float *y, const float *x, const void *w, br_wtyp
             j.rows_per_task = (rows + tasks - 1) / tasks;
             if (j.qrows && cols <= 512) j.rows_per_task = (j.rows_per_task + 15) / 16 * 16; /* short rows go 16 at a time */
             tasks = (rows + j.rows_per_task - 1) / j.rows_per_task;
-            br_pool_run(pool, mm_q8_task, &j, tasks);
+            j.tasks1 = tasks;
+            br_pool_run(pool, mm_q8_task, &j, w2 ? 2 * tasks : tasks);
             return;
         }
+    }
+    if (w2) { /* no scratch for q8x: one at a time */
+        mm_run(pool, y, x, w, wt, n, rows, cols, NULL, NULL);
+        mm_run(pool, y2, x, w2, wt, n, rows, cols, NULL, NULL);
+        return;
     }
     bool f16_dots = (wt == BR_W_F16 || wt == BR_W_BF16) && g_isa >= BR_ISA_AVX2 && n <= MM_F16_MAX_N;
     if (n >= MM_GEMM_MIN_N && !f16_dots) {
@@ -404,6 +427,15 @@ void br_k_matmul(br_pool *pool, float *y, const float *x, const void *w, br_wtyp
         tasks = (rows + j.rows_per_task - 1) / j.rows_per_task;
         br_pool_run(pool, mm_dot_task, &j, tasks);
     }
+}
+
+void br_k_matmul(br_pool *pool, float *y, const float *x, const void *w, br_wtype wt, int n, int rows, int cols) {
+    mm_run(pool, y, x, w, wt, n, rows, cols, NULL, NULL);
+}
+
+void br_k_matmul_pair(br_pool *pool, float *y, float *y2, const float *x, const void *w, const void *w2, br_wtype wt,
+                      int n, int rows, int cols) {
+    mm_run(pool, y, x, w, wt, n, rows, cols, w2, y2);
 }
 
 /* --- elementwise --------------------------------------------------------------- */

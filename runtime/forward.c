@@ -176,6 +176,16 @@ static void matmul(br_ctx *c, float *y, const float *x, br_mat w, int n) {
     br_k_matmul(c->pool, y, x, w.data, w.type, n, w.rows, w.cols);
 }
 
+/* gate and up: one job when they share a shape and type (as llama.cpp's mixes make them) */
+static void matmul_pair(br_ctx *c, float *y, float *y2, const float *x, br_mat w, br_mat w2, int n) {
+    if (w.type == w2.type && w.rows == w2.rows && w.cols == w2.cols)
+        br_k_matmul_pair(c->pool, y, y2, x, w.data, w2.data, w.type, n, w.rows, w.cols);
+    else {
+        matmul(c, y, x, w, n);
+        matmul(c, y2, x, w2, n);
+    }
+}
+
 /* --- attention --------------------------------------------------------------------- */
 
 typedef struct {
@@ -309,8 +319,7 @@ static void mamba_block(br_ctx *c, const br_layer *ly, uint32_t il, int n) {
 
 static void ffn_dense(br_ctx *c, const br_layer *ly, int n) {
     size_t F = c->m->hp.n_ff;
-    matmul(c, c->g, c->xn, ly->gate, n);
-    matmul(c, c->u, c->xn, ly->up, n);
+    matmul_pair(c, c->g, c->u, c->xn, ly->gate, ly->up, n);
     rows_run(c, &(rows_job){false, c->g, c->g, c->u, (int)F, (int)F, (int)F, (int)F}, n); /* SwiGLU */
     matmul(c, c->t_out, c->g, ly->down, n);
 }
@@ -347,8 +356,7 @@ static void ffn_moe(br_ctx *c, const br_layer *ly, int n) {
                     m++;
                 }
         if (!m) continue;
-        matmul(c, c->ge, c->xe, br_mat_expert(ly->gate, e), m);
-        matmul(c, c->ue, c->xe, br_mat_expert(ly->up, e), m);
+        matmul_pair(c, c->ge, c->ue, c->xe, br_mat_expert(ly->gate, e), br_mat_expert(ly->up, e), m);
         br_k_silu_gate(c->ge, c->ge, c->ue, (int)((size_t)m * F)); /* SwiGLU */
         matmul(c, c->de, c->ge, br_mat_expert(ly->down, e), m);
         for (int r = 0; r < m; r++) {

@@ -390,6 +390,42 @@ static void matmul_quant_paths(void **state) {
     br_pool_free(pool);
 }
 
+/* --- two matrices against one x in one job: the same numbers as two products, on every path -------- */
+
+static void matmul_pair_matches(void **state) {
+    (void)state;
+    br_pool *pool = NULL;
+    assert_int_equal(br_pool_init(&pool, 2), 0);
+    const int ns[] = {1, 3, BR_K_QG8_MIN_N, BR_K_MM_Q8_MAX_N + 1};
+    for (size_t ti = 0; ti < N_TYPES; ti++) {
+        const tinfo *T = &k_types[ti];
+        /* 160 columns: the short-row kernel; 2560: rows long enough to pool (rows x cols >= 2^18) */
+        const int colsv[] = {T->block == 32 ? 160 : 256, T->block == 32 ? 2560 : 2816};
+        for (int ci = 0; ci < 2; ci++) {
+            int cols = colsv[ci], rows = 131;
+            size_t rb = (size_t)cols / T->block * T->bytes;
+            uint8_t *w = malloc(2 * rb * rows);
+            fill_blocks(T, w, 2 * rows * cols / T->block, false);
+            for (size_t ni = 0; ni < sizeof ns / sizeof ns[0]; ni++) {
+                int n = ns[ni];
+                float *x = malloc((size_t)n * cols * sizeof(float)), *y = malloc((size_t)4 * n * rows * sizeof(float));
+                for (int i = 0; i < n * cols; i++) x[i] = rndu(-1, 1);
+                float *y1 = y, *y2 = y + (size_t)n * rows, *r1 = y2 + (size_t)n * rows, *r2 = r1 + (size_t)n * rows;
+                br_k_matmul_pair(pool, y1, y2, x, w, w + rb * rows, T->t, n, rows, cols);
+                br_k_matmul(pool, r1, x, w, T->t, n, rows, cols);
+                br_k_matmul(pool, r2, x, w + rb * rows, T->t, n, rows, cols);
+                for (int i = 0; i < 2 * n * rows; i++)
+                    if (memcmp(&y[i], &r1[i], sizeof(float)) != 0)
+                        fail_msg("%s cols %d n %d: pair %.9g against alone %.9g at %d", br_wtype_name(T->t), cols, n, y[i], r1[i], i);
+                free(x);
+                free(y);
+            }
+            free(w);
+        }
+    }
+    br_pool_free(pool);
+}
+
 /* --- the batched product's unpacking of W: the vectorised unpack against the portable one --------- */
 
 static void qg_unpack_matches(void **state) {
@@ -505,6 +541,7 @@ int main(void) {
         cmocka_unit_test(dot_q8x_all_types_isas),
         cmocka_unit_test(nonfinite_scale_gives_nan),
         cmocka_unit_test(matmul_quant_paths),
+        cmocka_unit_test(matmul_pair_matches),
         cmocka_unit_test(quantize_round_trip),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
