@@ -193,7 +193,7 @@ typedef struct {
     size_t xq_bytes;
     br_qdot_fn qdot;       /* NULL: scalar reference */
     br_qdot4_fn qdot4;     /* four rows of x at once, or NULL */
-    br_qrows_fn qrows;     /* many short rows of W at once, or NULL */
+    br_qrows_fn qrows;     /* the loop over rows of W inside the kernel (br_qrows_avx512), or NULL */
     const uint8_t *xg;     /* x packed for the batched product (br_qg_pack_x), or NULL */
     int qg_rg;             /* rows of x to a group there */
     uint8_t *qg_scr0;      /* thread 0's scratch for unpacked rows of W (the others use their own) */
@@ -362,14 +362,24 @@ bool br_k_matmul_batched(br_wtype wt, int n) {
 }
 
 static void mm_run(br_pool *pool, float *y, const float *x, const void *w, br_wtype wt, int n, int rows, int cols,
+                   const void *w2, float *y2);
+
+static void mm_apart(br_pool *pool, float *y, float *y2, const float *x, const void *w, const void *w2, br_wtype wt,
+                     int n, int rows, int cols) {
+    mm_run(pool, y, x, w, wt, n, rows, cols, NULL, NULL);
+    mm_run(pool, y2, x, w2, wt, n, rows, cols, NULL, NULL);
+}
+
+static void mm_run(br_pool *pool, float *y, const float *x, const void *w, br_wtype wt, int n, int rows, int cols,
                    const void *w2, float *y2) {
     mm_job j = {y, x, w, wt, n, rows, cols, 0, pool, br_wtype_row_bytes(wt, (size_t)cols), NULL, 0, NULL, NULL,
                 NULL, NULL, 0, NULL, 0, w2, y2, 0};
     int nt = br_pool_size(pool);
-    if (w2 && !(br_wtype_is_quant(wt) && n <= BR_K_MM_Q8_MAX_N && !br_k_matmul_batched(wt, n))) {
-        /* only the q8x path takes two matrices in one job */
-        mm_run(pool, y, x, w, wt, n, rows, cols, NULL, NULL);
-        mm_run(pool, y2, x, w2, wt, n, rows, cols, NULL, NULL);
+    /* only the q8x path takes two matrices in one job; the others, and that one without scratch, run
+     * them one after the other */
+    bool q8 = br_wtype_is_quant(wt) && n <= BR_K_MM_Q8_MAX_N && !br_k_matmul_batched(wt, n);
+    if (w2 && !q8) {
+        mm_apart(pool, y, y2, x, w, w2, wt, n, rows, cols);
         return;
     }
     if (br_k_matmul_batched(wt, n) && mm_qg(&j)) return;
@@ -404,9 +414,8 @@ static void mm_run(br_pool *pool, float *y, const float *x, const void *w, br_wt
             return;
         }
     }
-    if (w2) { /* no scratch for q8x: one at a time */
-        mm_run(pool, y, x, w, wt, n, rows, cols, NULL, NULL);
-        mm_run(pool, y2, x, w2, wt, n, rows, cols, NULL, NULL);
+    if (w2) {
+        mm_apart(pool, y, y2, x, w, w2, wt, n, rows, cols);
         return;
     }
     bool f16_dots = (wt == BR_W_F16 || wt == BR_W_BF16) && g_isa >= BR_ISA_AVX2 && n <= MM_F16_MAX_N;

@@ -170,6 +170,7 @@ BR_NO_SLP static float z_q8_0(const void *w, br_q8x_view x, int n) {
                                             _mm256_loadu_si256((const __m256i *)p[1].qs), 1);
             __m512i s = _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_xor_si512(wq, bias),
                                             _mm512_loadu_si512(x.q + 32 * (k + 2 * c)));
+            /* two chains of FMAs: one would take 16 cycles of latency per eight blocks */
             if (c & 1) acc1 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), pair_lanes(s16, c), acc1);
             else acc0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), pair_lanes(s16, c), acc0);
         }
