@@ -407,7 +407,7 @@ static void mm_run(br_pool *pool, float *y, const float *x, const void *w, br_wt
             j.qrows = g_isa >= BR_ISA_AVX512 && (n == 1 || !j.qdot4) ? br_qrows_avx512(wt, cols) : NULL;
             if (tasks > rows) tasks = rows;
             j.rows_per_task = (rows + tasks - 1) / tasks;
-            if (j.qrows && cols <= 512) j.rows_per_task = (j.rows_per_task + 15) / 16 * 16; /* short rows go 16 at a time */
+            if (j.qrows && cols <= BR_QROWS_SHORT_COLS) j.rows_per_task = (j.rows_per_task + 15) / 16 * 16; /* short rows go 16 at a time */
             tasks = (rows + j.rows_per_task - 1) / j.rows_per_task;
             j.tasks1 = tasks;
             br_pool_run(pool, mm_q8_task, &j, w2 ? 2 * tasks : tasks);

@@ -90,8 +90,9 @@ void br_dequant_scalar(br_wtype t, const void *src, float *dst, size_t n);
 br_qdot_fn br_qdot_avx2(br_wtype wt);
 br_qdot_fn br_qdot_avx512(br_wtype wt);
 /* Weight rows against one row of x, the loop over rows inside the kernel: y[r] = dot(row r, x) for rows
- * rows, rb bytes apart. Short rows (at most 512 columns) of the 32-value types go sixteen at a time.
- * NULL where there is none for the type or length. */
+ * rows, rb bytes apart. Short rows (at most BR_QROWS_SHORT_COLS columns) of the 32-value types go
+ * sixteen at a time. NULL where there is none for the type or length. */
+#define BR_QROWS_SHORT_COLS 512
 typedef void (*br_qrows_fn)(const uint8_t *w, size_t rb, int rows, br_q8x_view x, int n, float *y);
 br_qrows_fn br_qrows_avx512(br_wtype wt, int n);
 /* Four rows of activations against one weight row: out[i] = dot(w, x[i]). NULL where there is none. */

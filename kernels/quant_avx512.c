@@ -198,7 +198,7 @@ br_qdot_fn br_qdot_avx512(br_wtype wt) {
  * Here x's side of every block is prepared once per call, two rows share each 512-bit product (row a
  * in the low half, row b in the high), and sixteen rows end in one transposing sum. */
 
-enum { QR_MAX_BLOCKS = 16 }; /* rows of up to 512 columns */
+enum { QR_MAX_BLOCKS = BR_QROWS_SHORT_COLS / 32 };
 
 /* [v x 8 | u x 8]: two blocks' f16 scales as floats over the halves of a vector */
 static inline __m512 halves_f16(const uint8_t *pa, const uint8_t *pb) {
@@ -307,20 +307,16 @@ static void zr_q8_0_long(const uint8_t *w, size_t rb, int rows, br_q8x_view x, i
 }
 
 br_qrows_fn br_qrows_avx512(br_wtype wt, int n) {
+    bool short_row = n <= BR_QROWS_SHORT_COLS;
     switch (wt) {
     case BR_W_Q4_K: return zr_q4_k;
     case BR_W_Q5_K: return zr_q5_k;
     case BR_W_Q6_K: return zr_q6_k;
-    case BR_W_Q8_0: if (n > 32 * QR_MAX_BLOCKS) return zr_q8_0_long; break;
-    default: break;
-    }
-    if (n > 32 * QR_MAX_BLOCKS) return NULL;
-    switch (wt) {
-    case BR_W_Q4_0: return zr_q4_0;
-    case BR_W_Q4_1: return zr_q4_1;
-    case BR_W_Q5_0: return zr_q5_0;
-    case BR_W_Q5_1: return zr_q5_1;
-    case BR_W_Q8_0: return zr_q8_0;
+    case BR_W_Q8_0: return short_row ? zr_q8_0 : zr_q8_0_long;
+    case BR_W_Q4_0: return short_row ? zr_q4_0 : NULL;
+    case BR_W_Q4_1: return short_row ? zr_q4_1 : NULL;
+    case BR_W_Q5_0: return short_row ? zr_q5_0 : NULL;
+    case BR_W_Q5_1: return short_row ? zr_q5_1 : NULL;
     default: return NULL;
     }
 }
